@@ -1,0 +1,31 @@
+# Speedbook: `make run` starts the app and a worker with embedded defaults;
+# `make test` installs everything and runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export SPEEDBOOK_DATA ?= $(CURDIR)/data
+
+.PHONY: install run test bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m jobs.cli dev
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) data artifacts

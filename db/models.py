@@ -1,0 +1,120 @@
+"""SQLAlchemy 2 typed models: teams, playbooks, runs, step results, metrics (long
+format: one row per name/value, measured or estimated) and workers."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+STEP_STATUSES = ("pending", "running", "succeeded", "failed", "skipped")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Playbook(Base):
+    __tablename__ = "playbooks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(500))
+    yaml_text: Mapped[str] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(String(20), default="saved")  # library | saved | guide
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    playbook_id: Mapped[int | None] = mapped_column(ForeignKey("playbooks.id"), nullable=True)
+    playbook_name: Mapped[str] = mapped_column(String(200))
+    playbook_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)  # the playbook executed, as data
+    workload: Mapped[str] = mapped_column(String(500))
+    device: Mapped[str] = mapped_column(String(20))  # cpu | cuda
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    gates: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)  # [{metric, ok, detail}]
+    steps: Mapped[list["StepResult"]] = relationship(back_populates="run", order_by="StepResult.index", cascade="all, delete-orphan")
+    metrics: Mapped[list["Metric"]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+    __table_args__ = (Index("ix_runs_team_status", "team_id", "status"), Index("ix_runs_created", "created_at"))
+
+
+class StepResult(Base):
+    __tablename__ = "step_results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    technique: Mapped[str] = mapped_column(String(100))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notes: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    run: Mapped[Run] = relationship(back_populates="steps")
+
+    __table_args__ = (UniqueConstraint("run_id", "index", name="uq_step_run_index"),)
+
+
+class Metric(Base):
+    """One figure: phase baseline / step / final, which step, name, value, unit, and whether it
+    was measured or estimated; ``variant`` tells side-by-side peers apart (e.g. torchao)."""
+
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(10))  # baseline | step | final
+    step_index: Mapped[int] = mapped_column(Integer, default=-1)  # -1 for baseline / final
+    name: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(20), default="")
+    kind: Mapped[str] = mapped_column(String(10), default="measured")  # measured | estimated
+    variant: Mapped[str] = mapped_column(String(50), default="")
+    run: Mapped[Run] = relationship(back_populates="metrics")
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "phase", "step_index", "name", "variant", name="uq_metric"),
+        Index("ix_metrics_name", "name"),
+    )
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)  # celery hostname
+    host: Mapped[str] = mapped_column(String(200))
+    device: Mapped[str] = mapped_column(String(20))  # cpu | cuda
+    device_name: Mapped[str] = mapped_column(String(200))
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    queues: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

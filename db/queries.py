@@ -1,0 +1,218 @@
+"""Queries shared by the pipeline, the CLI and the pages. Every statement goes through
+SQLAlchemy with bound parameters; callers pass a Session (or use ``session_scope``)."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from db.models import FINAL_STATUSES, Metric, Run, StepResult, Team, Worker, utcnow
+
+DEFAULT_TEAM_ID = 1
+
+
+def create_run(
+    s: Session,
+    *,
+    playbook_name: str,
+    snapshot: dict[str, Any],
+    workload: str,
+    device: str,
+    team_id: int = DEFAULT_TEAM_ID,
+    playbook_id: int | None = None,
+) -> Run:
+    run = Run(
+        team_id=team_id,
+        playbook_id=playbook_id,
+        playbook_name=playbook_name,
+        playbook_snapshot=snapshot,
+        workload=workload,
+        device=device,
+        status="queued",
+    )
+    for i, step in enumerate(snapshot["steps"]):
+        run.steps.append(StepResult(index=i, technique=step["technique"], params=step.get("params") or {}, status="pending"))
+    s.add(run)
+    s.flush()
+    return run
+
+
+def get_run(s: Session, run_id: int) -> Run | None:
+    return s.scalars(
+        select(Run).where(Run.id == run_id).options(selectinload(Run.steps), selectinload(Run.metrics))
+    ).first()
+
+
+def claim_run(s: Session, run_id: int, worker: str) -> bool:
+    """queued → running, atomically; False if another worker took it or it was cancelled."""
+    now = utcnow()
+    res = s.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "queued")
+        .values(status="running", started_at=now, heartbeat_at=now, worker=worker)
+    )
+    s.commit()
+    return res.rowcount == 1
+
+
+def heartbeat(s: Session, run_id: int) -> bool:
+    """Touch the heartbeat; returns whether a cancel was requested."""
+    s.execute(update(Run).where(Run.id == run_id, Run.status == "running").values(heartbeat_at=utcnow()))
+    s.commit()
+    return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def write_metrics(
+    s: Session,
+    run_id: int,
+    phase: str,
+    values: dict[str, float],
+    *,
+    step_index: int = -1,
+    kind: str = "measured",
+    variant: str = "",
+) -> None:
+    from optimizers.metrics import spec  # pure module: no torch model code runs
+
+    for name, value in values.items():
+        if value is None or value != value:  # skip None / NaN
+            continue
+        s.add(
+            Metric(
+                run_id=run_id, phase=phase, step_index=step_index, name=name, value=float(value),
+                unit=spec(name).unit, kind=kind, variant=variant,
+            )
+        )
+
+
+def finish_run(s: Session, run_id: int, status: str, error: str | None = None) -> None:
+    assert status in FINAL_STATUSES, status
+    s.execute(update(Run).where(Run.id == run_id).values(status=status, error=error, finished_at=utcnow()))
+    if status != "succeeded":
+        s.execute(
+            update(StepResult)
+            .where(StepResult.run_id == run_id, StepResult.status == "running")
+            .values(status="failed", error=error, finished_at=utcnow())
+        )
+
+
+def cancel_run(s: Session, run_id: int) -> str:
+    """Cancel a queued run at once, or ask a running one to stop at the next step boundary."""
+    run = s.get(Run, run_id)
+    if run is None:
+        raise KeyError(f"run {run_id} not found")
+    if run.status == "queued":
+        finish_run(s, run_id, "cancelled", "cancelled before it started")
+        return "cancelled"
+    if run.status == "running":
+        run.cancel_requested = True
+        return "cancel requested"
+    return f"already {run.status}"
+
+
+def reap_stale_runs(s: Session, stale_after_s: float = 90.0, now: dt.datetime | None = None) -> list[int]:
+    """Fail running runs whose heartbeat is older than ``stale_after_s``; finished steps keep their rows."""
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=stale_after_s)
+    stale = s.scalars(select(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)).all()
+    for run in stale:
+        age = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else float("inf")
+        done = sum(1 for st in run.steps if st.status == "succeeded")
+        msg = (
+            f"worker {run.worker or '?'} stopped responding: no heartbeat for {age:.0f} s "
+            f"(limit {stale_after_s:.0f} s); {done} of {len(run.steps)} steps had finished and keep their results"
+        )
+        finish_run(s, run.id, "failed", msg)
+    return [r.id for r in stale]
+
+
+def list_runs(s: Session, *, team_id: int | None = None, limit: int = 200, offset: int = 0) -> list[Run]:
+    q = select(Run).order_by(Run.id.desc()).limit(limit).offset(offset)
+    if team_id is not None:
+        q = q.where(Run.team_id == team_id)
+    return list(s.scalars(q).all())
+
+
+def count_runs(s: Session, team_id: int | None = None) -> int:
+    q = select(func.count(Run.id))
+    if team_id is not None:
+        q = q.where(Run.team_id == team_id)
+    return int(s.scalar(q) or 0)
+
+
+def metrics_by_phase(metrics: Iterable[Metric], variant: str = "") -> dict[tuple[str, int], dict[str, float]]:
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for m in metrics:
+        if m.variant == variant and m.kind == "measured":
+            out.setdefault((m.phase, m.step_index), {})[m.name] = m.value
+    return out
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """The run as DESIGN.md's JSON: baseline, each step's metrics, final."""
+    by = metrics_by_phase(run.metrics)
+    estimated = {m.name: m.value for m in run.metrics if m.kind == "estimated"}
+    peers: dict[str, dict[str, dict[str, float]]] = {}
+    for m in run.metrics:
+        if m.variant:
+            peers.setdefault(str(m.step_index), {}).setdefault(m.variant, {})[m.name] = m.value
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "playbook": run.playbook_name,
+        "workload": run.workload,
+        "device": run.device,
+        "error": run.error,
+        "baseline": by.get(("baseline", -1), {}),
+        "steps": [
+            {
+                "technique": st.technique,
+                "params": st.params,
+                "status": st.status,
+                "verdict": st.verdict,
+                "error": st.error,
+                "notes": st.notes or [],
+                "metrics": by.get(("step", st.index), {}),
+                "peers": peers.get(str(st.index), {}),
+            }
+            for st in run.steps
+        ],
+        "final": by.get(("final", -1), {}),
+        "estimated": estimated,
+        "gates": run.gates or [],
+        "environment": run.environment or {},
+    }
+
+
+def upsert_worker(s: Session, *, name: str, host: str, device: str, device_name: str, memory_bytes: int,
+                  queues: list[str], versions: dict[str, Any]) -> None:
+    w = s.scalars(select(Worker).where(Worker.name == name)).first()
+    if w is None:
+        w = Worker(name=name, host=host, device=device, device_name=device_name, memory_bytes=memory_bytes,
+                   queues=queues, versions=versions)
+        s.add(w)
+    else:
+        w.host, w.device, w.device_name, w.memory_bytes = host, device, device_name, memory_bytes
+        w.queues, w.versions = queues, versions
+        w.started_at = utcnow()
+    w.last_seen = utcnow()
+
+
+def touch_worker(s: Session, name: str) -> None:
+    s.execute(update(Worker).where(Worker.name == name).values(last_seen=utcnow()))
+
+
+def live_workers(s: Session, within_s: float = 60.0) -> list[Worker]:
+    cutoff = utcnow() - dt.timedelta(seconds=within_s)
+    return list(s.scalars(select(Worker).where(Worker.last_seen >= cutoff).order_by(Worker.name)).all())
+
+
+def ensure_team(s: Session, slug: str, name: str | None = None) -> Team:
+    team = s.scalars(select(Team).where(Team.slug == slug)).first()
+    if team is None:
+        team = Team(slug=slug, name=name or slug)
+        s.add(team)
+        s.flush()
+    return team

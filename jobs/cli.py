@@ -1,0 +1,240 @@
+"""The ``speedbook`` command line: the same pipeline as the web app, headless.
+With ``--json`` each command prints exactly one JSON document on stdout."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _fail(msg: str, as_json: bool) -> int:
+    if as_json:
+        _print_json({"error": msg})
+    else:
+        print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def resolve_playbook(ref: str):
+    """A YAML path, or the name of a playbook in the library."""
+    from playbooks.schema import library, load_playbook
+
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return load_playbook(p)
+    lib = library()
+    if ref in lib:
+        return lib[ref]
+    from playbooks.errors import PlaybookError
+
+    raise PlaybookError(f"playbook {ref!r} is neither a YAML file nor a library playbook ({', '.join(lib)})")
+
+
+# ---------------------------------------------------------------- run
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from db import queries
+    from db.migrate import upgrade
+    from db.session import session_scope
+    from jobs import pipeline
+
+    try:
+        pb = pipeline.validate_request(resolve_playbook(args.playbook), args.workload, args.device)
+    except ValueError as err:
+        return _fail(str(err), args.json)
+    upgrade()
+    run_id = pipeline.create_run(pb, args.workload, args.device)
+    if not args.json:
+        print(f"run {run_id}: {pb.name} on {args.workload} ({args.device}) …", file=sys.stderr)
+    pipeline.execute_run(run_id, worker=f"cli:{os.uname().nodename}")
+    with session_scope() as s:
+        summary = queries.run_summary(queries.get_run(s, run_id))
+    if args.json:
+        _print_json(summary)
+    else:
+        print(format_summary(summary))
+    return 0 if summary["status"] == "succeeded" else 1
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    from optimizers.metrics import spec
+
+    lines = [f"run {summary['run_id']}  {summary['status']}  playbook={summary['playbook']}  "
+             f"workload={summary['workload']}  device={summary['device']}"]
+    if summary.get("error"):
+        lines.append(f"error: {summary['error']}")
+    base = summary["baseline"]
+    cols = [s for s in summary["steps"]]
+    lines.append(f"{'metric':<24}{'baseline':>14}" + "".join(f"{c['technique'][:16]:>18}" for c in cols))
+    for name in base:
+        row = f"{name:<24}{base[name]:>14.5g}"
+        for c in cols:
+            v = c["metrics"].get(name)
+            if v is None:
+                row += f"{c['status']:>18}"
+            elif base[name] and name not in ("kl_divergence", "top1_agreement", "output_rel_error"):
+                row += f"{v:>10.5g} ×{v / base[name]:<6.3f}"
+            else:
+                row += f"{v:>18.5g}"
+        lines.append(row + f"  {spec(name).unit}")
+    fid = {k for c in cols for k in c["metrics"] if k not in base}
+    for name in sorted(fid):
+        lines.append(f"{name:<24}{'—':>14}" + "".join(f"{c['metrics'].get(name, float('nan')):>18.5g}" for c in cols))
+    for g in summary.get("gates", []):
+        lines.append(f"gate {'ok ' if g['ok'] else 'MISS'} {g['detail']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- services
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import torch
+
+    from db.migrate import upgrade
+    from jobs.celery_app import app
+
+    upgrade()
+    queues = args.queues or ("gpu,cpu" if torch.cuda.is_available() else "cpu")
+    argv = ["worker", "-Q", queues, "--pool", args.pool, "--concurrency", "1", "--loglevel", args.loglevel,
+            "--without-gossip", "--without-mingle", "-n", args.name]
+    app.worker_main(argv)
+    return 0
+
+
+def streamlit_cmd(port: int, address: str = "127.0.0.1") -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", address,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from db.migrate import upgrade
+
+    upgrade()
+    return subprocess.call(streamlit_cmd(args.port, args.address))
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """`make run`: migrate, then one worker and the web app; Ctrl-C stops both."""
+    from db.migrate import upgrade
+    from db.session import database_url
+    from jobs.celery_app import broker_url
+
+    upgrade()
+    print(f"database: {database_url()}\nbroker:   {broker_url()}\nweb:      http://{args.address}:{args.port}", flush=True)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "jobs.cli", "worker"], start_new_session=True),
+        subprocess.Popen(streamlit_cmd(args.port, args.address), start_new_session=True),
+    ]
+
+    def stop(*_: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    try:
+        while all(p.poll() is None for p in procs):
+            try:
+                procs[0].wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from db.migrate import upgrade
+
+    upgrade()
+    print("database migrated to head")
+    return 0
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    from db import queries
+    from db.session import session_scope
+
+    with session_scope() as s:
+        reaped = queries.reap_stale_runs(s, stale_after_s=args.stale_after)
+    print(json.dumps({"reaped": reaped}))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from db import queries
+    from db.session import session_scope
+
+    with session_scope() as s:
+        try:
+            print(queries.cancel_run(s, args.run_id))
+        except KeyError as err:
+            return _fail(str(err), False)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="speedbook", description="Deep-model optimization playbooks, run and measured.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a playbook in-process and store it in the database")
+    r.add_argument("playbook", help="playbook YAML file or library playbook name")
+    r.add_argument("--workload", required=True, help="built-in workload (e.g. ref-lm), local dir or HF id")
+    r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    w = sub.add_parser("worker", help="start a Celery worker")
+    w.add_argument("--queues", default=None, help="comma-separated; default gpu,cpu with CUDA else cpu")
+    w.add_argument("--pool", default="solo", choices=["solo", "threads", "prefork"])
+    w.add_argument("--loglevel", default="INFO")
+    w.add_argument("--name", default=f"speedbook@{os.uname().nodename}-{os.getpid()}")
+    w.set_defaults(func=cmd_worker)
+
+    for name, fn, help_ in (("web", cmd_web, "start the web app"), ("dev", cmd_dev, "web app + one worker (make run)")):
+        x = sub.add_parser(name, help=help_)
+        x.add_argument("--port", type=int, default=int(os.environ.get("SPEEDBOOK_PORT", "8501")))
+        x.add_argument("--address", default="127.0.0.1")
+        x.set_defaults(func=fn)
+
+    d = sub.add_parser("db", help="apply database migrations")
+    d.add_argument("action", choices=["upgrade"])
+    d.set_defaults(func=cmd_db)
+
+    rp = sub.add_parser("reap", help="fail runs whose worker stopped heartbeating")
+    rp.add_argument("--stale-after", type=float, default=90.0)
+    rp.set_defaults(func=cmd_reap)
+
+    c = sub.add_parser("cancel", help="cancel a queued or running run")
+    c.add_argument("run_id", type=int)
+    c.set_defaults(func=cmd_cancel)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

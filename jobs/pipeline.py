@@ -1,0 +1,236 @@
+"""The plain pipeline the Celery task and the CLI call: load workload → baseline
+measurement → for each step apply, measure, write that step's rows and commit → final
+→ status. Heartbeats while running; a crash keeps every finished step's rows."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from db import queries
+from db.models import StepResult, utcnow
+from db.session import session_scope
+from playbooks.errors import PlaybookError
+from playbooks.schema import Playbook, parse_playbook
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = float(os.environ.get("SPEEDBOOK_HEARTBEAT_S", "5"))
+DEVICES = ("cpu", "cuda")
+
+
+class Cancelled(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- submission
+
+def validate_request(playbook: Playbook | dict[str, Any], workload: str, device: str) -> Playbook:
+    """Everything checked before a row is written or a message sent."""
+    from optimizers.workloads import workload_names
+
+    pb = playbook if isinstance(playbook, Playbook) else parse_playbook(playbook)
+    if device not in DEVICES:
+        raise PlaybookError(f"device={device!r} is not valid; choose one of {', '.join(DEVICES)}")
+    names = workload_names()
+    is_path_or_id = "/" in workload or workload.startswith((".", "~"))
+    if workload not in names and not is_path_or_id:
+        raise PlaybookError(
+            f"workload={workload!r} is unknown; choose one of {', '.join(names)}, a local model directory or a Hugging Face id"
+        )
+    if workload.startswith((".", "/", "~")) and not Path(workload).expanduser().exists():
+        raise PlaybookError(f"workload path {workload!r} does not exist")
+    return pb
+
+
+def create_run(pb: Playbook, workload: str, device: str, *, team_id: int = queries.DEFAULT_TEAM_ID,
+               playbook_id: int | None = None) -> int:
+    with session_scope() as s:
+        run = queries.create_run(
+            s, playbook_name=pb.name, snapshot=pb.model_dump(), workload=workload, device=device,
+            team_id=team_id, playbook_id=playbook_id,
+        )
+        return run.id
+
+
+def submit(pb: Playbook | dict[str, Any], workload: str, device: str = "cpu", **kw: Any) -> int:
+    """Validate, write the Run row and commit, then enqueue a task carrying only the id."""
+    from jobs.celery_app import queue_for
+    from jobs.tasks import run_playbook
+
+    pb = validate_request(pb, workload, device)
+    run_id = create_run(pb, workload, device, **kw)
+    try:
+        res = run_playbook.apply_async(args=[run_id], queue=queue_for(device))
+    except Exception as err:  # broker unreachable: the run must not sit queued forever
+        with session_scope() as s:
+            queries.finish_run(s, run_id, "failed", f"could not enqueue the run: {type(err).__name__}: {err}")
+        raise
+    with session_scope() as s:
+        run = s.get(queries.Run, run_id)
+        if run is not None:
+            run.task_id = res.id
+    return run_id
+
+
+# ---------------------------------------------------------------- execution
+
+class _Heartbeat:
+    """Touches the run's heartbeat every few seconds and notices cancel requests."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id, self.cancelled = run_id, threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                with session_scope() as s:
+                    if queries.heartbeat(s, self.run_id):
+                        self.cancelled.set()
+            except Exception:
+                log.exception("heartbeat failed for run %s", self.run_id)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_S + 1)
+
+    def check(self) -> None:
+        with session_scope() as s:
+            if queries.heartbeat(s, self.run_id):
+                self.cancelled.set()
+        if self.cancelled.is_set():
+            raise Cancelled()
+
+
+def _set_step(run_id: int, index: int, **values: Any) -> None:
+    with session_scope() as s:
+        step = s.query(StepResult).filter_by(run_id=run_id, index=index).one()
+        for k, v in values.items():
+            setattr(step, k, v)
+
+
+def _estimates(workload) -> dict[str, float]:
+    """The estimator's figures for this model, recorded next to the measured ones."""
+    cfg = workload.meta.get("config")
+    if not cfg:
+        return {}
+    try:
+        from playbooks.estimate import estimate_for_config
+    except ImportError:
+        return {}
+    est = estimate_for_config(cfg)
+    wb = est.get("weight_bytes", {})
+    return {f"estimated_weight_bytes_{k}": float(v) for k, v in wb.items() if isinstance(v, (int, float))}
+
+
+def _run_step(run_id: int, index: int, step, current, baseline, hb: _Heartbeat):
+    """Apply one step and measure it; returns the new workload (or the same one if skipped)."""
+    from optimizers import registry
+    from optimizers.base import Target
+    from optimizers.measure import measure
+
+    _set_step(run_id, index, status="running", started_at=utcnow())
+    if step.technique not in registry.names():
+        _set_step(run_id, index, status="skipped", finished_at=utcnow(),
+                  verdict={"status": "advice-only", "reason": _advice_reason(step.technique)})
+        return current
+    tech = registry.get(step.technique)
+    cfg = tech.config(step.params)
+    verdict = tech.check(Target.of(current), cfg)
+    if not verdict.runnable:
+        _set_step(run_id, index, status="skipped", finished_at=utcnow(), verdict=verdict.to_dict())
+        return current
+    new = tech.apply(current, cfg)
+    hb.check()
+    m = measure(new, reference=baseline)
+    with session_scope() as s:
+        queries.write_metrics(s, run_id, "step", m.metrics, step_index=index)
+        for variant, values in new.meta.pop("peer_metrics", {}).items():
+            queries.write_metrics(s, run_id, "step", values, step_index=index, variant=variant)
+        step_row = s.query(StepResult).filter_by(run_id=run_id, index=index).one()
+        step_row.status, step_row.finished_at, step_row.verdict = "succeeded", utcnow(), verdict.to_dict()
+        step_row.notes = list(new.meta.pop("step_notes", []))
+    return new, m
+
+
+def _advice_reason(entry_id: str) -> str:
+    try:
+        from playbooks import catalog
+
+        entry = catalog.get_entry(entry_id)
+        return entry.get("reason") or "advice-only in the catalog"
+    except Exception:
+        return "advice-only in the catalog"
+
+
+def execute_run(run_id: int, worker: str = "local") -> str:
+    """Run a claimed run to its end; returns the final status. Never raises for a run's own failure."""
+    with session_scope() as s:
+        if not queries.claim_run(s, run_id, worker):
+            run = s.get(queries.Run, run_id)
+            return run.status if run else "missing"
+        run = queries.get_run(s, run_id)
+        snapshot, workload_name, device = run.playbook_snapshot, run.workload, run.device
+    status, error = "failed", None
+    step_index: int | None = None
+    try:
+        with _Heartbeat(run_id) as hb:
+            status = _execute(run_id, Playbook.model_validate(snapshot), workload_name, device, hb)
+    except Cancelled:
+        status, error = "cancelled", "cancelled by request"
+    except Exception as err:
+        from celery.exceptions import SoftTimeLimitExceeded
+
+        if isinstance(err, SoftTimeLimitExceeded):
+            status, error = "timed_out", "the run exceeded its time limit (SPEEDBOOK_TASK_SOFT_LIMIT_S)"
+        else:
+            status, error = "failed", _short_error(err)
+            log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+    with session_scope() as s:
+        queries.finish_run(s, run_id, status, error)
+    return status
+
+
+def _short_error(err: BaseException) -> str:
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {msg}"[:2000]
+
+
+def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, hb: _Heartbeat) -> str:
+    from optimizers.measure import measure
+    from optimizers.workloads import load_workload
+
+    current = load_workload(workload_name, device)
+    baseline = measure(current)
+    with session_scope() as s:
+        queries.write_metrics(s, run_id, "baseline", baseline.metrics)
+        queries.write_metrics(s, run_id, "baseline", _estimates(current), kind="estimated")
+        s.get(queries.Run, run_id).environment = baseline.environment
+    final = baseline
+    for i, step in enumerate(pb.steps):
+        hb.check()
+        try:
+            out = _run_step(run_id, i, step, current, baseline, hb)
+        except Cancelled:
+            raise
+        except Exception as err:
+            _set_step(run_id, i, status="failed", finished_at=utcnow(), error=_short_error(err))
+            raise RuntimeError(f"step {i + 1} ({step.technique}) failed: {_short_error(err)}") from err
+        if isinstance(out, tuple):
+            current, final = out
+    gates = []
+    for gate in pb.expect:
+        ok, detail = gate.check(baseline.metrics.get(gate.metric), final.metrics.get(gate.metric))
+        gates.append({"metric": gate.metric, "ok": ok, "detail": detail})
+    with session_scope() as s:
+        queries.write_metrics(s, run_id, "final", final.metrics)
+        s.get(queries.Run, run_id).gates = gates
+    return "succeeded"

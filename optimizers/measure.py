@@ -1,0 +1,330 @@
+"""The one measurement harness (DESIGN.md "Measurement"): the same protocol before and
+after every step — stored bytes, peak memory, latency (median after warm-up), prefill and
+decode tokens/s, quality, and fidelity against the baseline's outputs — so deltas are honest."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from optimizers import metrics as M
+from optimizers.workloads.base import EncoderEval, LMEval, VisionEval, Workload
+
+
+@dataclass
+class Measurement:
+    metrics: dict[str, float]
+    outputs: Any = None  # reference outputs (logits / embeddings) for fidelity of later steps
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    warmup: int = 2
+    repeats: int = 7
+
+    @classmethod
+    def from_env(cls) -> "SpeedSettings":
+        """``SPEEDBOOK_WARMUP`` / ``SPEEDBOOK_REPEATS`` override the defaults (tests use few)."""
+        return cls(
+            warmup=int(os.environ.get("SPEEDBOOK_WARMUP", cls.warmup)),
+            repeats=max(2, int(os.environ.get("SPEEDBOOK_REPEATS", cls.repeats))),
+        )
+
+
+# ---------------------------------------------------------------- primitives
+
+def stored_bytes(model: torch.nn.Module) -> int:
+    """Bytes the model's state actually occupies: every tensor in the state dict (packed
+    quantized weights included, also when nested in tuples), shared storage counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+
+    def add(t: Any) -> None:
+        nonlocal total
+        if isinstance(t, (tuple, list)):
+            for x in t:
+                add(x)
+            return
+        if not isinstance(t, torch.Tensor):
+            return
+        if t.is_quantized:
+            if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                add(t.q_per_channel_scales())
+                add(t.q_per_channel_zero_points())
+            else:
+                total += 16  # one float64 scale + one int64 zero point
+            key = (t.data_ptr(), t.numel())
+            if key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
+            return
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key in seen:
+            return
+        seen.add(key)
+        total += t.numel() * t.element_size()
+
+    for v in model.state_dict(keep_vars=False).values():
+        add(v)
+    return total
+
+
+def time_call(fn: Callable[[], Any], settings: SpeedSettings, device: str) -> list[float]:
+    """Wall times in ms of ``fn`` after warm-up (synchronizing on CUDA)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(settings.warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(settings.repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def median_and_spread(times_ms: list[float]) -> tuple[float, float]:
+    qs = statistics.quantiles(times_ms, n=10, method="inclusive") if len(times_ms) > 1 else [times_ms[0]] * 9
+    return statistics.median(times_ms), qs[8] - qs[0]
+
+
+def peak_memory_bytes(model: torch.nn.Module, fn: Callable[[], Any], device: str) -> int:
+    """Peak bytes while running ``fn``: the model's stored bytes plus the peak of every other
+    tensor alive during the call (torch's own accounting — MemTracker on CPU, the CUDA
+    allocator on GPU — never process RSS, which is unreliable here; see FACTS.md)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return stored_bytes(model) + torch.cuda.max_memory_allocated() - base
+    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+
+    tracker = MemTracker()
+    tracker.track_external(model)
+    with tracker:
+        fn()
+    peak = tracker.get_tracker_snapshot("peak")
+    transient = 0
+    for per_dev in peak.values():
+        transient = max(
+            transient,
+            per_dev["Total"] - per_dev.get(_MemRefType.PARAM, 0) - per_dev.get(_MemRefType.BUFFER, 0),
+        )
+    return stored_bytes(model) + int(transient)
+
+
+def environment(device: str) -> dict[str, Any]:
+    import transformers
+
+    env: dict[str, Any] = {
+        "device": device,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_model(),
+        "host": platform.node(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+        env["capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except ImportError:
+        pass
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ---------------------------------------------------------------- per task
+
+def _lm_windows(ev: LMEval) -> torch.Tensor:
+    ids = ev.token_ids
+    starts = list(range(0, max(len(ids) - ev.window, 0) + 1, ev.stride))[: ev.max_windows]
+    if not starts:
+        raise ValueError(f"evaluation text has {len(ids)} tokens, fewer than window={ev.window}")
+    return torch.stack([ids[s : s + ev.window] for s in starts])  # (W, window)
+
+
+@torch.inference_mode()
+def _lm_quality(wl: Workload, reference: Measurement | None) -> tuple[dict[str, float], torch.Tensor]:
+    ev: LMEval = wl.eval  # type: ignore[assignment]
+    windows = _lm_windows(ev).to(wl.device)
+    nll, count, logits_all = 0.0, 0, []
+    for chunk in windows.split(4):
+        logits = wl.model(input_ids=chunk).logits.float()  # (b, T, V)
+        lp = torch.log_softmax(logits[:, :-1], dim=-1)
+        nll -= float(lp.gather(-1, chunk[:, 1:, None]).sum())
+        count += chunk[:, 1:].numel()
+        logits_all.append(logits.cpu())
+    logits = torch.cat(logits_all)  # (W, T, V)
+    out = {"perplexity": M.perplexity_from_nll(nll, count)}
+    if reference is not None and reference.outputs is not None:
+        out |= _fidelity(reference.outputs, logits)
+    return out, logits
+
+
+def _fidelity(ref_logits: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
+    return {
+        "kl_divergence": M.kl_divergence(ref_logits, logits),
+        "top1_agreement": M.top1_agreement(ref_logits, logits),
+        "output_rel_error": M.rel_error(ref_logits, logits),
+    }
+
+
+@torch.inference_mode()
+def _lm_speed(wl: Workload, s: SpeedSettings) -> tuple[dict[str, float], Callable[[], Any]]:
+    ev: LMEval = wl.eval  # type: ignore[assignment]
+    need = ev.prompt_len * ev.batch_size
+    if len(ev.token_ids) < need:
+        raise ValueError(f"prompt_len×batch_size={need} exceeds the {len(ev.token_ids)} evaluation tokens")
+    prompt = ev.token_ids[:need].reshape(ev.batch_size, ev.prompt_len).to(wl.device)
+    model = wl.model
+
+    def prefill() -> Any:
+        return model(input_ids=prompt, use_cache=False).logits
+
+    def decode() -> None:
+        out = model(input_ids=prompt, use_cache=True)
+        cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
+        for _ in range(ev.decode_tokens):
+            out = model(input_ids=tok, cache=cache, use_cache=True)
+            cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
+
+    pre_ms, spread = median_and_spread(time_call(prefill, s, wl.device))
+    dec_s = SpeedSettings(warmup=1, repeats=max(3, s.repeats // 2))
+    dec_ms = statistics.median(time_call(decode, dec_s, wl.device))
+    decode_only = max(dec_ms - pre_ms, 1e-6)  # the decode loop includes one prefill with cache
+    return {
+        "latency_ms": pre_ms,
+        "latency_spread_ms": spread,
+        "prefill_tokens_per_s": need / (pre_ms / 1e3),
+        "decode_tokens_per_s": ev.batch_size * ev.decode_tokens / (decode_only / 1e3),
+    }, prefill
+
+
+def mean_pool_embed(model: torch.nn.Module, tokenizer: Any, sentences: list[str], batch_size: int, device: str) -> torch.Tensor:
+    """Sentence embeddings as sentence-transformers computes them: mean of token states
+    over the attention mask, then L2-normalised. Returns (N, D) float32 on CPU."""
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(sentences), batch_size):
+            enc = tokenizer(sentences[i : i + batch_size], padding=True, truncation=True, return_tensors="pt").to(device)
+            hidden = model(**enc).last_hidden_state.float()  # (b, T, D)
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            outs.append(torch.nn.functional.normalize(emb, dim=-1).cpu())
+    return torch.cat(outs)
+
+
+def _encoder(wl: Workload, reference: Measurement | None, s: SpeedSettings, speed: bool):
+    ev: EncoderEval = wl.eval  # type: ignore[assignment]
+    emb = mean_pool_embed(wl.model, wl.tokenizer, ev.sentences, ev.batch_size, wl.device)
+    out: dict[str, float] = {}
+    if ev.pairs:
+        a = mean_pool_embed(wl.model, wl.tokenizer, [p[0] for p in ev.pairs], ev.batch_size, wl.device)
+        b = mean_pool_embed(wl.model, wl.tokenizer, [p[1] for p in ev.pairs], ev.batch_size, wl.device)
+        gold = torch.tensor([p[2] for p in ev.pairs])
+        out["pair_spearman"] = M.spearman((a * b).sum(-1), gold)
+    if reference is not None and reference.outputs is not None:
+        ref = reference.outputs
+        out["embedding_cosine"] = M.mean_cosine(ref, emb)
+        iu = torch.triu_indices(len(emb), len(emb), 1)
+        out["similarity_spearman"] = M.spearman((ref @ ref.T)[iu[0], iu[1]], (emb @ emb.T)[iu[0], iu[1]])
+        out["output_rel_error"] = M.rel_error(ref, emb)
+    batch = ev.sentences[: ev.batch_size]
+    enc = wl.tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(wl.device)
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            return wl.model(**enc).last_hidden_state
+
+    if speed:
+        ms, spread = median_and_spread(time_call(forward, s, wl.device))
+        out |= {"latency_ms": ms, "latency_spread_ms": spread}
+    return out, emb, forward
+
+
+def _vision(wl: Workload, reference: Measurement | None, s: SpeedSettings, speed: bool):
+    ev: VisionEval = wl.eval  # type: ignore[assignment]
+    with torch.inference_mode():
+        logits = torch.cat([wl.model(x.to(wl.device)).float().cpu() for x in ev.images.split(ev.batch_size)])
+    out = {"accuracy": float((logits.argmax(-1) == ev.labels).double().mean())}
+    if reference is not None and reference.outputs is not None:
+        out |= _fidelity(reference.outputs, logits)
+    batch = ev.images[: ev.batch_size].to(wl.device)
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            return wl.model(batch)
+
+    if speed:
+        ms, spread = median_and_spread(time_call(forward, s, wl.device))
+        out |= {"latency_ms": ms, "latency_spread_ms": spread}
+    return out, logits, forward
+
+
+# ---------------------------------------------------------------- entry point
+
+def measure(
+    workload: Workload,
+    reference: Measurement | None = None,
+    *,
+    speed: bool = True,
+    memory: bool = True,
+    settings: SpeedSettings | None = None,
+) -> Measurement:
+    """Measure ``workload`` with the common protocol; fidelity metrics need ``reference``
+    (the baseline's Measurement). Metric names follow ``optimizers.metrics.METRICS``."""
+    wl = workload
+    settings = settings or SpeedSettings.from_env()
+    wl.model.eval()
+    values: dict[str, float] = {"stored_bytes": float(stored_bytes(wl.model))}
+    if wl.task == "causal_lm":
+        q, outputs = _lm_quality(wl, reference)
+        values |= q
+        forward = None
+        if speed:
+            sp, forward = _lm_speed(wl, settings)
+            values |= sp
+        if memory:
+            ev: LMEval = wl.eval  # type: ignore[assignment]
+            ids = _lm_windows(ev)[:1].to(wl.device)
+            forward = lambda: wl.model(input_ids=ids, use_cache=False)  # noqa: E731
+    elif wl.task == "encoder":
+        q, outputs, forward = _encoder(wl, reference, settings, speed)
+        values |= q
+    elif wl.task == "vision":
+        q, outputs, forward = _vision(wl, reference, settings, speed)
+        values |= q
+    else:
+        raise ValueError(f"unknown task {wl.task!r}; expected causal_lm, encoder or vision")
+    if memory and forward is not None:
+        with torch.inference_mode():
+            values["peak_memory_bytes"] = float(peak_memory_bytes(wl.model, forward, wl.device))
+    return Measurement(metrics=values, outputs=outputs, environment=environment(wl.device))
+
+
+def threads_note() -> str:
+    return f"{torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"

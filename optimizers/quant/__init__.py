@@ -1,0 +1,2 @@
+"""Quantization primitives: small, pure tensor functions (quantize, pack, dequantize)
+that the quantization techniques and the Triton kernels share."""

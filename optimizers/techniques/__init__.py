@@ -1,0 +1,1 @@
+"""One module per executable technique; the module name is the technique's name."""

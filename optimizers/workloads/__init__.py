@@ -1,0 +1,40 @@
+"""Workloads by name. Each module here exposes ``WORKLOADS = {name: loader(device)}``;
+``load_workload`` finds the loader, so adding a workload is adding a module."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import lru_cache
+from typing import Callable
+
+from optimizers.workloads.base import Workload, WorkloadError
+
+
+@lru_cache(maxsize=1)
+def _loaders() -> dict[str, Callable[[str], Workload]]:
+    out: dict[str, Callable[[str], Workload]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name in ("base", "hf"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        out.update(getattr(mod, "WORKLOADS", {}))
+    return out
+
+
+def workload_names() -> list[str]:
+    return sorted(_loaders())
+
+
+def load_workload(name: str, device: str = "cpu") -> Workload:
+    """Load a built-in workload by name (e.g. ``ref-lm``), else a local dir / HF id if a loader accepts it."""
+    loaders = _loaders()
+    if name in loaders:
+        return loaders[name](device)
+    if "/" in name or name.startswith((".", "~")):
+        from optimizers.workloads.hf import load_hf
+
+        return load_hf(name, device)
+    raise WorkloadError(f"unknown workload {name!r}; built-in workloads: {', '.join(sorted(loaders))}")
+
+
+__all__ = ["Workload", "WorkloadError", "load_workload", "workload_names"]

@@ -1,0 +1,59 @@
+"""The Workload: what is optimized and how it is judged (DESIGN.md). A technique's
+``apply`` returns a Workload whose model changed; everything else travels along."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+
+Task = Literal["causal_lm", "encoder", "vision"]
+
+
+@dataclass
+class LMEval:
+    """Held-out token stream for perplexity, plus prompts for speed."""
+
+    token_ids: torch.Tensor  # (N,) int64, held-out text
+    window: int = 256  # tokens the model sees per perplexity window
+    stride: int = 256  # step between windows (== window: disjoint windows)
+    max_windows: int = 16
+    prompt_len: int = 64  # prefill length for the speed measurement
+    decode_tokens: int = 32  # tokens generated for decode tokens/s
+    batch_size: int = 1
+
+
+@dataclass
+class EncoderEval:
+    """Sentences whose embeddings are compared against the baseline's, plus labelled pairs."""
+
+    sentences: list[str]
+    pairs: list[tuple[str, str, float]] = field(default_factory=list)  # (a, b, gold similarity 0..1)
+    batch_size: int = 16
+
+
+@dataclass
+class VisionEval:
+    images: torch.Tensor  # (N, C, H, W) float32
+    labels: torch.Tensor  # (N,) int64
+    batch_size: int = 64
+
+
+@dataclass
+class Workload:
+    name: str
+    task: Task
+    model: torch.nn.Module
+    eval: LMEval | EncoderEval | VisionEval
+    calibration: list[Any] = field(default_factory=list)  # batches of model inputs (tensors or dicts)
+    tokenizer: Any = None
+    device: str = "cpu"
+    meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"config": {...}, "draft": Workload}
+
+    def with_model(self, model: torch.nn.Module, **meta: Any) -> "Workload":
+        """A copy carrying a new model (and optional extra meta); the original stays intact."""
+        return replace(self, model=model, meta={**self.meta, **meta})
+
+
+class WorkloadError(ValueError):
+    """A workload that cannot be loaded: the message says what is missing and what to do."""

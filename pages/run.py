@@ -1,0 +1,72 @@
+"""Run: steps, each metric against the baseline, progress while running, the error of a
+failed run, and cancel."""
+import json
+
+import pandas as pd
+import streamlit as st
+
+from db import queries
+from db.models import FINAL_STATUSES
+from db.session import session_scope
+from ui.format import STATUS_ICON, duration, metric_rows
+from ui.state import db_ready
+
+db_ready()
+raw = st.query_params.get("run", "")
+if not raw.isdigit():
+    st.title("🔎 Run")
+    st.info("Pick a run on the **Runs** page.")
+    st.stop()
+run_id = int(raw)
+
+
+@st.fragment(run_every=2)
+def show() -> None:
+    with session_scope() as s:
+        run = queries.get_run(s, run_id)
+        if run is None:
+            st.title("🔎 Run")
+            st.warning(f"Run {run_id} does not exist.")
+            return
+        summary = queries.run_summary(run)
+        times = (run.created_at, run.started_at, run.finished_at)
+    st.title(f"🔎 Run {run_id}: {summary['playbook']}")
+    st.caption(f"{summary['workload']} on {summary['device']} · {STATUS_ICON.get(summary['status'], '')} "
+               f"{summary['status']} · elapsed {duration(times[1], times[2])}")
+    steps = summary["steps"]
+    done = sum(1 for s_ in steps if s_["status"] in ("succeeded", "skipped", "failed"))
+    if summary["status"] in ("queued", "running"):
+        current = next((s_ for s_ in steps if s_["status"] == "running"), None)
+        label = (f"step {done + 1} of {len(steps)}: {current['technique']}" if current
+                 else ("waiting for a worker" if summary["status"] == "queued" else "measuring the baseline"))
+        st.progress(done / max(len(steps), 1), text=label)
+        if st.button("Cancel run"):
+            with session_scope() as s:
+                st.toast(queries.cancel_run(s, run_id))
+    if summary["error"]:
+        st.error(summary["error"])
+    for gate in summary["gates"]:
+        (st.success if gate["ok"] else st.warning)(f"gate {gate['detail']}")
+    if summary["baseline"]:
+        st.subheader("Metrics against the baseline (measured)")
+        st.dataframe(pd.DataFrame(metric_rows(summary)), hide_index=True)
+    st.subheader("Steps")
+    for i, step in enumerate(steps, 1):
+        verdict = step.get("verdict") or {}
+        line = f"{i}. {STATUS_ICON.get(step['status'], '')} {step['technique']} {step['params'] or ''} — {step['status']}"
+        st.text(line)
+        if verdict.get("reason"):
+            st.caption(f"verdict: {verdict['status']} — {verdict['reason']}")
+        if step["error"]:
+            st.error(step["error"])
+    if summary["estimated"]:
+        with st.expander("Estimator figures for this model (estimated)"):
+            st.json(summary["estimated"])
+    if summary["environment"]:
+        with st.expander("Environment"):
+            st.json(summary["environment"])
+    if summary["status"] in FINAL_STATUSES:
+        st.download_button("Download run JSON", data=json.dumps(summary, indent=2, default=str), file_name=f"run-{run_id}.json")
+
+
+show()

@@ -1,0 +1,138 @@
+"""Playbook schema: ordered ``{technique, params}`` steps and ``expect`` gates, loaded
+from YAML and validated before anything is written (unknown technique, unknown or
+invalid parameter → ``PlaybookError`` naming the step and the field)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from playbooks.errors import PlaybookError
+
+LIBRARY_DIR = Path(__file__).parent / "library"
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    technique: str = Field(description="registered technique name, or a catalog id for an advice-only step")
+    params: dict[str, Any] = Field(default_factory=dict, description="the technique's config")
+
+
+class Gate(BaseModel):
+    """A quality/size goal checked against the baseline after the last step."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    max_ratio: float | None = Field(None, description="final / baseline must be ≤ this")
+    min_ratio: float | None = Field(None, description="final / baseline must be ≥ this")
+    max: float | None = Field(None, description="final value must be ≤ this")
+    min: float | None = Field(None, description="final value must be ≥ this")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "Gate":
+        if all(v is None for v in (self.max_ratio, self.min_ratio, self.max, self.min)):
+            raise ValueError(f"gate on {self.metric!r} needs one of max_ratio, min_ratio, max, min")
+        return self
+
+    def check(self, baseline: float | None, final: float | None) -> tuple[bool, str]:
+        if final is None:
+            return False, f"{self.metric}: not measured"
+        problems = []
+        if self.max is not None and final > self.max:
+            problems.append(f"{final:.4g} > max {self.max:.4g}")
+        if self.min is not None and final < self.min:
+            problems.append(f"{final:.4g} < min {self.min:.4g}")
+        if self.max_ratio is not None or self.min_ratio is not None:
+            if not baseline:
+                return False, f"{self.metric}: no baseline to take a ratio against"
+            r = final / baseline
+            if self.max_ratio is not None and r > self.max_ratio:
+                problems.append(f"ratio {r:.4g} > {self.max_ratio:.4g}")
+            if self.min_ratio is not None and r < self.min_ratio:
+                problems.append(f"ratio {r:.4g} < {self.min_ratio:.4g}")
+        return (not problems), f"{self.metric}: " + ("; ".join(problems) if problems else "ok")
+
+
+class Playbook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="slug, unique in the library")
+    title: str
+    source: str = Field("", description="where in the taxonomy this playbook comes from")
+    description: str = ""
+    when: dict[str, Any] = Field(default_factory=dict, description="the constraints this playbook serves")
+    steps: list[Step] = Field(min_length=1)
+    expect: list[Gate] = Field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(exclude_defaults=False), sort_keys=False, allow_unicode=True)
+
+
+def _format_validation(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        parts.append(f"{where}{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def validate_steps(pb: Playbook) -> None:
+    """Each step must name a registered technique (params checked by its config) or a catalog id."""
+    from optimizers import registry
+    from playbooks import catalog
+
+    known = registry.names()
+    for i, step in enumerate(pb.steps):
+        where = f"steps[{i}] ({step.technique})"
+        if step.technique in known:
+            tech = registry.get(step.technique)
+            try:
+                tech.config(step.params)
+            except ValidationError as err:
+                raise PlaybookError(_format_validation(err, f"{where}.params.")) from None
+        elif catalog.has_entry(step.technique):
+            if step.params:
+                raise PlaybookError(f"{where}: advice-only catalog step takes no params, got {sorted(step.params)}")
+        else:
+            raise PlaybookError(
+                f"{where}: unknown technique {step.technique!r}; registered techniques: {', '.join(known)}"
+                " (or a catalog id, see `speedbook catalog`)"
+            )
+
+
+def parse_playbook(data: Any) -> Playbook:
+    if not isinstance(data, dict):
+        raise PlaybookError(f"a playbook must be a mapping with name, title and steps; got {type(data).__name__}")
+    try:
+        pb = Playbook.model_validate(data)
+    except ValidationError as err:
+        raise PlaybookError(_format_validation(err, "")) from None
+    validate_steps(pb)
+    return pb
+
+
+def load_playbook_text(text: str) -> Playbook:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise PlaybookError(f"malformed YAML: {err}") from None
+    return parse_playbook(data)
+
+
+def load_playbook(path: str | Path) -> Playbook:
+    p = Path(path)
+    if not p.is_file():
+        raise PlaybookError(f"playbook file not found: {p}")
+    return load_playbook_text(p.read_text())
+
+
+def library() -> dict[str, Playbook]:
+    """Every playbook in playbooks/library/, keyed by name."""
+    out: dict[str, Playbook] = {}
+    for f in sorted(LIBRARY_DIR.glob("*.yaml")):
+        pb = load_playbook(f)
+        if pb.name != f.stem:
+            raise PlaybookError(f"{f.name}: name {pb.name!r} must equal the file name {f.stem!r}")
+        out[pb.name] = pb
+    return out

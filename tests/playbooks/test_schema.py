@@ -1,0 +1,46 @@
+"""Playbook schema: bad input is refused with a message naming the field."""
+import pytest
+
+from playbooks.errors import PlaybookError
+from playbooks.schema import Playbook, load_playbook_text, parse_playbook
+
+GOOD = {"name": "p1", "title": "P", "steps": [{"technique": "int8_dynamic", "params": {"include_lm_head": True}}]}
+
+
+def test_good_playbook_round_trips():
+    pb = parse_playbook(GOOD)
+    again = load_playbook_text(pb.to_yaml())
+    assert again == pb
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({**GOOD, "steps": [{"technique": "int9_magic"}]}, "unknown technique 'int9_magic'"),
+        ({**GOOD, "steps": [{"technique": "int8_dynamic", "params": {"bits": 3}}]}, "steps[0] (int8_dynamic).params.bits"),
+        ({**GOOD, "steps": [{"technique": "int8_dynamic", "params": {"per_channel": "maybe"}}]}, "params.per_channel"),
+        ({**GOOD, "colour": "red"}, "colour"),
+        ({**GOOD, "steps": []}, "steps"),
+        ({"title": "no name", "steps": GOOD["steps"]}, "name"),
+        ({**GOOD, "expect": [{"metric": "perplexity"}]}, "needs one of max_ratio"),
+        ([1, 2], "must be a mapping"),
+    ],
+)
+def test_bad_playbooks_name_the_field(data, fragment):
+    with pytest.raises(PlaybookError) as err:
+        parse_playbook(data)
+    assert fragment in str(err.value)
+
+
+def test_malformed_yaml():
+    with pytest.raises(PlaybookError, match="malformed YAML"):
+        load_playbook_text("name: [unclosed")
+
+
+def test_gate_check():
+    pb = Playbook.model_validate({**GOOD, "expect": [{"metric": "perplexity", "max_ratio": 1.02}]})
+    gate = pb.expect[0]
+    assert gate.check(10.0, 10.1)[0] is True
+    ok, detail = gate.check(10.0, 10.5)
+    assert not ok and "1.05" in detail
+    assert gate.check(10.0, None)[0] is False

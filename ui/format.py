@@ -1,0 +1,65 @@
+"""Formatting of figures for people: bytes, ratios, durations, status badges. Pure functions."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from optimizers.metrics import spec
+
+STATUS_ICON = {
+    "queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🚫", "timed_out": "⌛",
+    "pending": "·", "skipped": "⏭️",
+}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+def fmt_value(name: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    unit = spec(name).unit
+    if unit == "B":
+        return human_bytes(value)
+    if abs(value) >= 1000:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 1:
+        text = f"{value:.3f}"
+    else:
+        text = f"{value:.4g}"
+    return f"{text} {unit}".strip()
+
+
+def ratio(base: float | None, value: float | None) -> float | None:
+    if base in (None, 0) or value is None:
+        return None
+    return value / base
+
+
+def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
+    if start is None:
+        return "—"
+    secs = ((end or dt.datetime.utcnow()) - start).total_seconds()
+    return f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.1f} min"
+
+
+def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric: baseline, each step's value and its ratio to the baseline."""
+    base = summary["baseline"]
+    names = list(base) + sorted({k for st in summary["steps"] for k in st["metrics"] if k not in base})
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"metric": spec(name).label, "unit": spec(name).unit, "baseline": fmt_value(name, base.get(name))}
+        for i, st in enumerate(summary["steps"]):
+            v = st["metrics"].get(name)
+            r = ratio(base.get(name), v)
+            label = f"{i + 1}. {st['technique']}"
+            row[label] = fmt_value(name, v) if v is not None else ("—" if st["status"] == "succeeded" else st["status"])
+            row[f"{label} ×"] = f"×{r:.3f}" if r is not None else ""
+        rows.append(row)
+    return rows
