@@ -37,7 +37,6 @@ def make_app() -> Celery:
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue="cpu",
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.5},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

@@ -1,0 +1,38 @@
+"""`speedbook run … --json` prints one JSON document in DESIGN.md's shape; bad input → exit 2."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def _cli(*args: str, data) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SPEEDBOOK_DATA": str(data)}
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_run_json_shape(tmp_path):
+    out = _cli("run", "int8-dynamic", "--workload", "tiny-llama", "--json", data=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout)
+    assert {"run_id", "status", "workload", "device", "baseline", "steps", "final"} <= set(doc)
+    assert doc["status"] == "succeeded" and doc["workload"] == "tiny-llama" and doc["device"] == "cpu"
+    step = doc["steps"][0]
+    assert step["technique"] == "int8_dynamic" and step["status"] == "succeeded"
+    for name in ("stored_bytes", "latency_ms", "kl_divergence", "top1_agreement", "perplexity"):
+        assert name in step["metrics"], name
+    assert doc["final"]["stored_bytes"] < doc["baseline"]["stored_bytes"]
+
+
+def test_run_bad_input_is_one_clear_json_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntitle: Bad\nsteps:\n  - technique: int8_dynamic\n    params: {bits: 2}\n")
+    out = _cli("run", str(bad), "--workload", "tiny-llama", "--json", data=tmp_path)
+    assert out.returncode == 2
+    assert "params.bits" in json.loads(out.stdout)["error"]
+    assert not (tmp_path / "speedbook.db").exists()  # nothing written
+    out = _cli("run", "int8-dynamic", "--workload", "nope", data=tmp_path)
+    assert out.returncode == 2 and "workload='nope' is unknown" in out.stderr

@@ -1,0 +1,91 @@
+"""AppTest for the New run, Runs and Run pages: empty states, submission, results, errors."""
+from __future__ import annotations
+
+from db import queries
+from db.session import session_scope
+from jobs import pipeline
+
+PB = {"name": "page-test", "title": "Page test", "steps": [{"technique": "int8_dynamic", "params": {}}]}
+
+
+def _finished_run() -> int:
+    pb = pipeline.validate_request(PB, "tiny-llama", "cpu")
+    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pipeline.execute_run(run_id)
+    return run_id
+
+
+def test_new_run_page_lists_library_and_workloads(page):
+    at = page("new_run.py")
+    assert not at.exception
+    assert at.title[0].value.endswith("New run")
+    assert "tiny-llama" in at.selectbox[1].options
+    assert any("int8-dynamic" in o for o in at.selectbox[0].options)
+
+
+def test_new_run_page_reports_bad_yaml_without_trace(page):
+    at = page("new_run.py")
+    at.radio[0].set_value("Paste YAML").run()
+    at.text_area[0].set_value("name: x\ntitle: y\nsteps:\n  - technique: warp_drive\n").run()
+    assert not at.exception
+    assert "unknown technique 'warp_drive'" in at.error[0].value
+    assert at.button[0].disabled
+
+
+def test_new_run_submit_creates_a_queued_run(page, monkeypatch):
+    from jobs import tasks
+
+    sent = []
+
+    class _Res:
+        id = "task-1"
+
+    monkeypatch.setattr(tasks.run_playbook, "apply_async", lambda *a, **k: sent.append(k) or _Res())
+    with session_scope() as s:
+        before = queries.count_runs(s)
+    at = page("new_run.py")
+    at.button[0].click().run()
+    assert not at.exception
+    with session_scope() as s:
+        assert queries.count_runs(s) == before + 1
+        run = queries.list_runs(s, limit=1)[0]
+        assert run.status == "queued" and run.task_id == "task-1"
+    assert sent and sent[0]["queue"] == "cpu" and sent[0]["args"] == [run.id]
+    assert f"Run {run.id}" in at.title[0].value  # switched to the run's page
+
+
+def test_runs_page_shows_runs(page):
+    run_id = _finished_run()
+    at = page("runs.py")
+    assert not at.exception
+    df = at.dataframe[0].value
+    assert run_id in set(df["id"])
+
+
+def test_run_page_shows_metrics_against_baseline(page):
+    run_id = _finished_run()
+    at = page("run.py", query={"run": str(run_id)})
+    assert not at.exception
+    assert f"Run {run_id}" in at.title[0].value
+    df = at.dataframe[0].value
+    assert "stored bytes" in set(df["metric"]) and "1. int8_dynamic ×" in df.columns
+    assert any("×0.4" in v for v in df["1. int8_dynamic ×"])  # stored bytes ratio, observed ×0.467
+
+
+def test_run_page_empty_and_missing_states(page):
+    at = page("run.py")
+    assert not at.exception and "Pick a run" in at.info[0].value
+    at = page("run.py", query={"run": "999999"})
+    assert not at.exception and "does not exist" in at.warning[0].value
+
+
+def test_failed_run_shows_error_not_trace(page):
+    pb = pipeline.validate_request(PB, "tiny-llama", "cpu")
+    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    with session_scope() as s:
+        queries.claim_run(s, run_id, "w")
+        queries.finish_run(s, run_id, "failed", "step 1 (int8_dynamic) failed: ValueError: boom")
+    at = page("run.py", query={"run": str(run_id)})
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("boom" in e for e in errors) and not any("Traceback" in e for e in errors)
