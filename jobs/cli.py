@@ -137,27 +137,27 @@ def cmd_dev(args: argparse.Namespace) -> int:
         subprocess.Popen(streamlit_cmd(args.port, args.address), start_new_session=True),
     ]
 
-    def stop(*_: Any) -> None:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+    stopping = []
 
-    signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
-    try:
-        while all(p.poll() is None for p in procs):
-            try:
-                procs[0].wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)  # explicit: a background shell may have ignored SIGINT
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stopping and all(p.poll() is None for p in procs):
+        try:
+            procs[0].wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+    print("stopped the worker and the web app", flush=True)
     return 0
 
 
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="start a Celery worker")
     w.add_argument("--queues", default=None, help="comma-separated; default gpu,cpu with CUDA else cpu")
-    w.add_argument("--pool", default="solo", choices=["solo", "threads", "prefork"])
+    w.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"], help="prefork enforces time limits")
     w.add_argument("--loglevel", default="INFO")
     w.add_argument("--name", default=f"speedbook@{os.uname().nodename}-{os.getpid()}")
     w.set_defaults(func=cmd_worker)

@@ -36,3 +36,35 @@ def test_run_bad_input_is_one_clear_json_error(tmp_path):
     assert not (tmp_path / "speedbook.db").exists()  # nothing written
     out = _cli("run", "int8-dynamic", "--workload", "nope", data=tmp_path)
     assert out.returncode == 2 and "workload='nope' is unknown" in out.stderr
+
+
+def test_dev_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path):
+    """`make run`'s command: the web app answers, a worker registers, SIGINT stops everything."""
+    import signal
+    import sqlite3
+    import time
+    import urllib.request
+
+    env = {**os.environ, "SPEEDBOOK_DATA": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "dev", "--port", "8597"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, healthy, workers = time.monotonic() + 150, False, []
+        while time.monotonic() < deadline and not (healthy and workers):
+            time.sleep(1)
+            try:
+                healthy = urllib.request.urlopen("http://127.0.0.1:8597/_stcore/health", timeout=2).read() == b"ok"
+            except OSError:
+                pass
+            if (tmp_path / "speedbook.db").exists():
+                workers = sqlite3.connect(tmp_path / "speedbook.db").execute("SELECT name FROM workers").fetchall()
+        assert healthy and workers
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert "stopped the worker and the web app" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-f", "server.port 8597"], capture_output=True, text=True).stdout.strip()
+    assert not leftovers, f"web app still running: {leftovers}"
