@@ -1,16 +1,34 @@
-"""Speedbook's Streamlit entry: routes with st.navigation, nothing else."""
+"""Speedbook's Streamlit entry: routes with st.navigation, nothing else. A share link
+(/?share=TOKEN) opens only the read-only shared view."""
 import streamlit as st
 
-st.set_page_config(page_title="Speedbook", page_icon="⚡", layout="wide")
+from ui.auth import require_login
+from ui.state import db_ready
 
+st.set_page_config(page_title="Speedbook", page_icon="⚡", layout="wide")
+db_ready()
+
+if "share" in st.query_params:
+    from ui import shared_view
+
+    token = st.query_params.get("share")
+    st.navigation([st.Page(lambda: shared_view.render(token), title="Shared playbook", url_path="shared")], position="hidden").run()
+    st.stop()
+
+require_login()
+from ui.team import team_selector  # noqa: E402
+
+team_selector()
 PAGES = {
     "Optimize": [
         st.Page("pages/new_run.py", title="New run", icon="🚀", url_path="new-run", default=True),
     ],
     "Results": [
+        st.Page("pages/dashboard.py", title="Dashboard", icon="📊", url_path="dashboard"),
         st.Page("pages/runs.py", title="Runs", icon="📋", url_path="runs"),
         st.Page("pages/run.py", title="Run", icon="🔎", url_path="run"),
+        st.Page("pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
+        st.Page("pages/playbooks.py", title="Saved playbooks", icon="📚", url_path="playbooks"),
     ],
 }
-
 st.navigation(PAGES).run()

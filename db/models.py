@@ -38,6 +38,7 @@ class Playbook(Base):
     yaml_text: Mapped[str] = mapped_column(Text)
     origin: Mapped[str] = mapped_column(String(20), default="saved")  # library | saved | guide
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Run(Base):
@@ -60,6 +61,7 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     gates: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)  # [{metric, ok, detail}]
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     steps: Mapped[list["StepResult"]] = relationship(back_populates="run", order_by="StepResult.index", cascade="all, delete-orphan")
     metrics: Mapped[list["Metric"]] = relationship(back_populates="run", cascade="all, delete-orphan")
 
@@ -118,3 +120,45 @@ class Worker(Base):
     versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ShareLink(Base):
+    """A read-only link to a saved playbook and its runs. Only the SHA-256 of the token is
+    stored; the token itself (``secrets.token_urlsafe(32)``) is shown once to its creator."""
+
+    __tablename__ = "share_links"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    playbook_id: Mapped[int] = mapped_column(ForeignKey("playbooks.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class DeviceCeiling(Base):
+    """A device's measured ceilings (copy bandwidth, matmul peak), measured once per device by a worker."""
+
+    __tablename__ = "device_ceilings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_name: Mapped[str] = mapped_column(String(200), unique=True)
+    copy_gb_per_s: Mapped[float] = mapped_column(Float)
+    matmul_tflop_per_s: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"bf16": .., "fp32": ..}
+    measured_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class KernelBenchmark(Base):
+    """One kernel timing (or interpreter correctness check) against its reference and the roofline."""
+
+    __tablename__ = "kernel_benchmarks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), default=1)
+    kernel: Mapped[str] = mapped_column(String(100))
+    shape: Mapped[str] = mapped_column(String(200))
+    dtype: Mapped[str] = mapped_column(String(20))
+    device: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | running | succeeded | failed
+    mode: Mapped[str] = mapped_column(String(20), default="bench")  # bench (GPU timing) | interpreter (correctness)
+    row: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # the bench function's row
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)

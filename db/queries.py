@@ -8,7 +8,7 @@ from typing import Any, Iterable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import FINAL_STATUSES, Metric, Run, StepResult, Team, Worker, utcnow
+from db.models import FINAL_STATUSES, Metric, Playbook, Run, StepResult, Team, Worker, utcnow
 
 DEFAULT_TEAM_ID = 1
 
@@ -216,3 +216,26 @@ def ensure_team(s: Session, slug: str, name: str | None = None) -> Team:
         s.add(team)
         s.flush()
     return team
+
+
+def save_playbook(s: Session, *, name: str, title: str, yaml_text: str, team_id: int = DEFAULT_TEAM_ID,
+                  origin: str = "saved", notes: str | None = None) -> Playbook:
+    pb = Playbook(team_id=team_id, name=name, title=title, yaml_text=yaml_text, origin=origin, notes=notes)
+    s.add(pb)
+    s.flush()
+    return pb
+
+
+def saved_playbooks(s: Session, team_id: int | None = None) -> list[Playbook]:
+    q = select(Playbook).order_by(Playbook.id.desc())
+    if team_id is not None:
+        q = q.where(Playbook.team_id == team_id)
+    return list(s.scalars(q).all())
+
+
+def runs_of_playbook(s: Session, playbook_id: int) -> list[Run]:
+    return list(s.scalars(select(Run).where(Run.playbook_id == playbook_id).order_by(Run.id.desc())).all())
+
+
+def teams(s: Session) -> list[Team]:
+    return list(s.scalars(select(Team).order_by(Team.id)).all())

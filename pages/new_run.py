@@ -6,22 +6,34 @@ from db import queries
 from db.session import session_scope
 from playbooks.schema import library, load_playbook_text
 from ui.state import db_ready
+from ui.team import current_team_id
 
 db_ready()
+team_id = current_team_id()
 st.title("🚀 New run")
 st.caption("Apply a playbook to a real model on a worker; every step is measured against the baseline.")
 
 lib = library()
-handoff = st.session_state.get("handoff_playbook")  # YAML text from the Guide page
-sources = (["From the Guide"] if handoff else []) + ["Library", "Paste YAML"]
+with session_scope() as s:
+    saved = {p.id: (p.title, p.yaml_text) for p in queries.saved_playbooks(s, team_id)}
+handoff = st.session_state.get("handoff_playbook")  # YAML text from the Guide or Saved playbooks page
+sources = (["Handed over"] if handoff else []) + ["Library"] + (["Saved"] if saved else []) + ["Paste YAML"]
 source = st.radio("Playbook source", sources, horizontal=True)
 
-pb, error = None, None
+pb, error, playbook_id = None, None, None
 if source == "Library":
     name = st.selectbox("Playbook", list(lib), format_func=lambda n: f"{lib[n].title}  ({n})")
     pb = lib[name]
+elif source == "Saved":
+    playbook_id = st.selectbox("Saved playbook", list(saved), format_func=lambda i: f"{saved[i][0]}  (#{i})")
+    try:
+        pb = load_playbook_text(saved[playbook_id][1])
+    except ValueError as err:
+        error = str(err)
 else:
-    text = st.text_area("Playbook YAML", value=handoff if source == "From the Guide" else "", height=240)
+    if source == "Handed over":
+        playbook_id = st.session_state.get("handoff_playbook_id")
+    text = st.text_area("Playbook YAML", value=handoff if source == "Handed over" else "", height=240)
     if text.strip():
         try:
             pb = load_playbook_text(text)
@@ -54,11 +66,12 @@ if st.button("Run this playbook", type="primary", disabled=pb is None):
     from jobs import pipeline
 
     try:
-        run_id = pipeline.submit(pb, workload, device)
+        run_id = pipeline.submit(pb, workload, device, team_id=team_id, playbook_id=playbook_id)
     except ValueError as err:
         st.error(str(err))
     except Exception as err:  # broker down, database locked…: say what happened, no trace
         st.error(f"Could not submit the run: {type(err).__name__}: {err}")
     else:
         st.session_state.pop("handoff_playbook", None)
+        st.session_state.pop("handoff_playbook_id", None)
         st.switch_page("pages/run.py", query_params={"run": str(run_id)})

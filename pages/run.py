@@ -8,7 +8,9 @@ import streamlit as st
 from db import queries
 from db.models import FINAL_STATUSES
 from db.session import session_scope
-from ui.format import STATUS_ICON, duration, metric_rows
+from db.dashboard import step_deltas
+from ui.format import STATUS_ICON, duration, md_escape, metric_rows
+from ui.report import run_report_html
 from ui.state import db_ready
 
 db_ready()
@@ -30,8 +32,8 @@ def show() -> None:
             return
         summary = queries.run_summary(run)
         times = (run.created_at, run.started_at, run.finished_at)
-    st.title(f"🔎 Run {run_id}: {summary['playbook']}")
-    st.caption(f"{summary['workload']} on {summary['device']} · {STATUS_ICON.get(summary['status'], '')} "
+    st.title(f"🔎 Run {run_id}: {md_escape(summary['playbook'])}")
+    st.caption(f"{md_escape(summary['workload'])} on {summary['device']} · {STATUS_ICON.get(summary['status'], '')} "
                f"{summary['status']} · elapsed {duration(times[1], times[2])}")
     steps = summary["steps"]
     done = sum(1 for s_ in steps if s_["status"] in ("succeeded", "skipped", "failed"))
@@ -44,7 +46,7 @@ def show() -> None:
             with session_scope() as s:
                 st.toast(queries.cancel_run(s, run_id))
     if summary["error"]:
-        st.error(summary["error"])
+        st.error(md_escape(summary["error"]))
     for gate in summary["gates"]:
         (st.success if gate["ok"] else st.warning)(f"gate {gate['detail']}")
     if summary["baseline"]:
@@ -58,7 +60,7 @@ def show() -> None:
         if verdict.get("reason"):
             st.caption(f"verdict: {verdict['status']} — {verdict['reason']}")
         if step["error"]:
-            st.error(step["error"])
+            st.error(md_escape(step["error"]))
     if summary["estimated"]:
         with st.expander("Estimator figures for this model (estimated)"):
             st.json(summary["estimated"])
@@ -66,7 +68,12 @@ def show() -> None:
         with st.expander("Environment"):
             st.json(summary["environment"])
     if summary["status"] in FINAL_STATUSES:
-        st.download_button("Download run JSON", data=json.dumps(summary, indent=2, default=str), file_name=f"run-{run_id}.json")
+        with session_scope() as s:
+            deltas = {m: step_deltas(s, run_id, m) for m in ("stored_bytes", "latency_ms", "perplexity", "accuracy")}
+        c1, c2 = st.columns(2)
+        c1.download_button("Download run JSON", data=json.dumps(summary, indent=2, default=str), file_name=f"run-{run_id}.json")
+        c2.download_button("Download HTML report", data=run_report_html(summary, deltas), file_name=f"run-{run_id}.html",
+                           mime="text/html")
 
 
 show()

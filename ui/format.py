@@ -63,3 +63,12 @@ def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             row[f"{label} ×"] = f"×{r:.3f}" if r is not None else ""
         rows.append(row)
     return rows
+
+
+_MD_SPECIAL = "\\`*_{}[]<>()#+-.!|~$"
+
+
+def md_escape(text: str) -> str:
+    """Escape user text for Streamlit markdown (titles, headers), so names like
+    ``<img src=x onerror=…>`` or ``**bold**`` show exactly those characters."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in str(text))

@@ -1,0 +1,54 @@
+"""Compare 2–6 runs: every metric side by side with deltas against the first, and the
+difference between their playbooks."""
+import difflib
+
+import pandas as pd
+import streamlit as st
+import yaml
+
+from db import queries
+from db.session import session_scope
+from ui.format import fmt_value
+from ui.state import db_ready
+from ui.team import current_team_id
+
+db_ready()
+st.title("⚖️ Compare runs")
+team_id = current_team_id()
+with session_scope() as s:
+    recent = [(r.id, f"run {r.id}: {r.playbook_name} on {r.workload} ({r.status})") for r in queries.list_runs(s, team_id=team_id, limit=300)]
+if len(recent) < 2:
+    st.info("Compare needs at least two runs in this team.")
+    st.stop()
+labels = dict(recent)
+preset = [int(x) for x in st.query_params.get("runs", "").split(",") if x.isdigit() and int(x) in labels][:6]
+picked = st.multiselect("Runs (2 to 6; the first is the reference)", list(labels), default=preset, format_func=labels.get, max_selections=6)
+if len(picked) < 2:
+    st.info("Pick at least two runs.")
+    st.stop()
+st.query_params["runs"] = ",".join(map(str, picked))
+
+with session_scope() as s:
+    summaries = [queries.run_summary(queries.get_run(s, i)) for i in picked]
+finals = [{**sm["baseline"], **sm["final"]} if sm["final"] else sm["baseline"] for sm in summaries]
+names = sorted({k for f in finals for k in f})
+ref = finals[0]
+rows = []
+for name in names:
+    row = {"metric": name}
+    for sm, fin in zip(summaries, finals):
+        v = fin.get(name)
+        row[f"run {sm['run_id']}"] = fmt_value(name, v)
+        if sm is not summaries[0]:
+            d = (v - ref[name]) / abs(ref[name]) * 100 if v is not None and ref.get(name) else None
+            row[f"Δ run {sm['run_id']} %"] = f"{d:+.2f} %" if d is not None else ""
+    rows.append(row)
+st.subheader("Final metrics (measured)")
+st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+st.subheader("Playbook differences")
+with session_scope() as s:
+    snaps = [yaml.safe_dump(queries.get_run(s, i).playbook_snapshot, sort_keys=False) for i in picked]
+for i, other in enumerate(snaps[1:], 1):
+    diff = "\n".join(difflib.unified_diff(snaps[0].splitlines(), other.splitlines(), f"run {picked[0]}", f"run {picked[i]}", lineterm=""))
+    st.code(diff or "(identical playbooks)", language="diff")

@@ -1,0 +1,81 @@
+"""Team dashboard: filter runs, sort and page through them (in SQL), see the quality-vs-speed
+Pareto front, memory bars and a per-step waterfall; export CSV / JSON."""
+import json
+
+import pandas as pd
+import streamlit as st
+
+from db.dashboard import PIVOT_METRICS, SORTABLE, RunFilter, filter_choices, runs_page, step_deltas
+from db.session import session_scope
+from optimizers.metrics import spec
+from ui.charts import memory_bars, pareto_figure, quality_loss_pct, speedup, waterfall
+from ui.state import db_ready
+from ui.team import current_team_id
+
+db_ready()
+st.title("📊 Dashboard")
+team_id = current_team_id()
+with session_scope() as s:
+    choices = filter_choices(s, team_id)
+
+with st.expander("Filters", expanded=True):
+    c1, c2, c3 = st.columns(3)
+    f = RunFilter(
+        team_id=team_id,
+        workloads=c1.multiselect("Workload", choices["workloads"]),
+        techniques=c1.multiselect("Technique", choices["techniques"]),
+        playbooks=c2.multiselect("Playbook", choices["playbooks"]),
+        devices=c2.multiselect("Device", choices["devices"]),
+        statuses=c3.multiselect("Status", choices["statuses"]),
+    )
+    dates = c3.date_input("Created between", value=(), help="leave empty for all dates")
+    if isinstance(dates, (list, tuple)) and len(dates) == 2:
+        f.since, f.until = dates
+
+c1, c2, c3 = st.columns([2, 1, 1])
+sort = c1.selectbox("Sort by", SORTABLE, index=0)
+descending = c2.toggle("Descending", value=True)
+page_size = c3.selectbox("Rows per page", [25, 50, 100], index=1)
+with session_scope() as s:
+    _, total = runs_page(s, f, limit=1)
+pages = max(1, -(-total // page_size))
+page_no = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1)
+with session_scope() as s:
+    rows, total = runs_page(s, f, sort=sort, descending=descending, limit=page_size, offset=(page_no - 1) * page_size)
+
+if not rows:
+    st.info("No runs match. Start one on the **New run** page, or clear the filters.")
+    st.stop()
+
+table = pd.DataFrame(
+    [
+        {
+            "id": r["id"], "status": r["status"], "playbook": r["playbook_name"], "workload": r["workload"],
+            "device": r["device"], "created": r["created_at"],
+            "speed-up ×": speedup(r), "quality loss %": quality_loss_pct(r),
+            "stored ×": (r["final_stored_bytes"] / r["baseline_stored_bytes"]) if r.get("final_stored_bytes") and r.get("baseline_stored_bytes") else None,
+            **{f"final {spec(m).label}": r.get(f"final_{m}") for m in PIVOT_METRICS},
+        }
+        for r in rows
+    ]
+)
+st.caption(f"{total} runs match; showing {len(rows)}. All figures measured; ratios against each run's own baseline.")
+st.dataframe(table, hide_index=True, column_config={"speed-up ×": st.column_config.NumberColumn(format="%.3f"),
+                                                    "quality loss %": st.column_config.NumberColumn(format="%.3f"),
+                                                    "stored ×": st.column_config.NumberColumn(format="%.3f")})
+d1, d2 = st.columns(2)
+d1.download_button("Export CSV", table.to_csv(index=False), file_name="speedbook-runs.csv", mime="text/csv")
+d2.download_button("Export JSON", json.dumps(rows, default=str, indent=2), file_name="speedbook-runs.json", mime="application/json")
+
+st.plotly_chart(pareto_figure(rows))
+st.plotly_chart(memory_bars(rows[:20]))
+
+st.subheader("Per-step deltas")
+pick = st.selectbox("Run", [r["id"] for r in rows], format_func=lambda i: f"run {i}")
+metric = st.selectbox("Metric", ["stored_bytes", "latency_ms", "perplexity", "peak_memory_bytes", "accuracy", "embedding_cosine"])
+with session_scope() as s:
+    deltas = step_deltas(s, pick, metric)
+if len(deltas) > 1:
+    st.plotly_chart(waterfall(deltas, metric, spec(metric).unit))
+else:
+    st.info(f"Run {pick} has no measured steps for {metric}.")

@@ -1,0 +1,84 @@
+"""Plotly figures for the dashboard, the run page and the HTML report. Every figure says
+whether its numbers are measured; inputs are plain rows from db.dashboard."""
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+
+def quality_loss_pct(row: dict[str, Any]) -> float | None:
+    """Quality lost against the run's own baseline, in percent (lower is better):
+    perplexity rise, relative accuracy drop, or 1 − embedding cosine."""
+    b, f = row.get("baseline_perplexity"), row.get("final_perplexity")
+    if b and f is not None:
+        return (f / b - 1) * 100
+    b, f = row.get("baseline_accuracy"), row.get("final_accuracy")
+    if b and f is not None:
+        return (b - f) / b * 100
+    f = row.get("final_embedding_cosine")
+    if f is not None:
+        return (1 - f) * 100
+    return None
+
+
+def speedup(row: dict[str, Any]) -> float | None:
+    b, f = row.get("baseline_latency_ms"), row.get("final_latency_ms")
+    return b / f if b and f else None
+
+
+def pareto_front(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
+    """Points (speed-up ↑, quality loss ↓, key) not dominated by any other, by speed-up."""
+    front = []
+    for x, y, k in sorted(points, key=lambda p: (-p[0], p[1])):
+        if not front or y < front[-1][1]:
+            front.append((x, y, k))
+    return sorted(front)
+
+
+def pareto_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    pts = [(speedup(r), quality_loss_pct(r), r) for r in rows]
+    pts = [(x, y, r) for x, y, r in pts if x is not None and y is not None]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name="runs",
+        text=[f"run {r['id']}: {r['playbook_name']} on {r['workload']}" for *_, r in pts], hoverinfo="text+x+y",
+    )
+    front = pareto_front(pts)
+    if front:
+        fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name="Pareto front",
+                        line={"dash": "dash"})
+    fig.update_layout(title="Quality vs speed (measured, each run against its own baseline)",
+                      xaxis_title="latency speed-up × (baseline / final)", yaxis_title="quality loss % (lower is better)",
+                      height=420, margin={"t": 50, "b": 40})
+    return fig
+
+
+def memory_bars(rows: list[dict[str, Any]]) -> go.Figure:
+    labels = [f"run {r['id']}" for r in rows]
+    fig = go.Figure()
+    for key, name in (("baseline_stored_bytes", "stored, baseline"), ("final_stored_bytes", "stored, final"),
+                      ("baseline_peak_memory_bytes", "peak, baseline"), ("final_peak_memory_bytes", "peak, final")):
+        fig.add_bar(x=labels, y=[(r.get(key) or 0) / 2**20 for r in rows], name=name)
+    fig.update_layout(title="Stored bytes and peak memory (measured, MiB)", barmode="group", yaxis_title="MiB",
+                      height=380, margin={"t": 50, "b": 40})
+    return fig
+
+
+def waterfall(deltas: list[dict[str, Any]], metric: str, unit: str = "") -> go.Figure:
+    """Baseline, then each step's change, ending at the final value."""
+    if not deltas:
+        return go.Figure()
+    measures, ys, prev = ["absolute"], [deltas[0]["value"]], deltas[0]["value"]
+    for d in deltas[1:]:
+        measures.append("relative")
+        ys.append(d["value"] - prev)
+        prev = d["value"]
+    labels = [d["label"] for d in deltas]
+    if len(deltas) > 1:
+        measures.append("total")
+        ys.append(0)
+        labels.append("final")
+    fig = go.Figure(go.Waterfall(x=labels, y=ys, measure=measures))
+    fig.update_layout(title=f"{metric} per step (measured{', ' + unit if unit else ''})", height=360, margin={"t": 50, "b": 40})
+    return fig
