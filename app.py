@@ -21,7 +21,9 @@ from ui.team import team_selector  # noqa: E402
 team_selector()
 PAGES = {
     "Optimize": [
-        st.Page("pages/new_run.py", title="New run", icon="🚀", url_path="new-run", default=True),
+        st.Page("pages/guide.py", title="Guide", icon="🧭", url_path="guide", default=True),
+        st.Page("pages/new_run.py", title="New run", icon="🚀", url_path="new-run"),
+        st.Page("pages/catalog.py", title="Catalog", icon="📖", url_path="catalog"),
     ],
     "Results": [
         st.Page("pages/dashboard.py", title="Dashboard", icon="📊", url_path="dashboard"),

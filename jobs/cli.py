@@ -92,7 +92,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name in sorted(fid):
         lines.append(f"{name:<24}{'—':>14}" + "".join(f"{c['metrics'].get(name, float('nan')):>18.5g}" for c in cols))
     for g in summary.get("gates", []):
-        lines.append(f"gate {'ok ' if g['ok'] else 'MISS'} {g['detail']}")
+        lines.append(f"expect {'—   ' if g['ok'] is None else ('ok  ' if g['ok'] else 'MISS')} {g['detail']}")
     return "\n".join(lines)
 
 
@@ -191,6 +191,65 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- knowledge
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from playbooks.guide import recommend_json
+
+    try:
+        doc = recommend_json(args.constraints, limit=args.limit)
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err), args.json)
+    if args.json:
+        _print_json(doc)
+        return 0
+    for i, rec in enumerate(doc["recommendations"], 1):
+        print(f"{i}. {rec['title']} ({rec['playbook']})  score {rec['score']:.2f}")
+        for st in rec["steps"]:
+            print(f"     - {st['technique']:<28} {st['verdict']}")
+        for reason in rec["reasons"]:
+            print(f"     why: {reason}")
+        for warning in rec["warnings"]:
+            print(f"     warning: {warning}")
+    if not doc["recommendations"]:
+        print("no playbook in the library matches these constraints")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from playbooks.estimate import estimate
+
+    try:
+        doc = estimate(args.model, args.hardware, count=args.count, context=args.context)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        return _fail(str(err).strip("'\""), args.json)
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"{args.model} on {args.count} × {args.hardware} (estimated)")
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            print(f"  {key}:")
+            for k, v in value.items():
+                print(f"    {k:<24} {v:,.6g}" if isinstance(v, (int, float)) else f"    {k:<24} {v}")
+        else:
+            print(f"  {key:<26} {value:,.6g}" if isinstance(value, (int, float)) else f"  {key:<26} {value}")
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from playbooks import catalog
+
+    doc = catalog.catalog_json()
+    if args.json:
+        _print_json(doc)
+        return 0
+    for e in doc["entries"]:
+        status = e["status"] + (f" → {e['technique']}" if e.get("technique") else "")
+        print(f"{e['id']:<32} {e['family']:<16} {status}")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reap", help="fail runs whose worker stopped heartbeating")
     rp.add_argument("--stale-after", type=float, default=90.0)
     rp.set_defaults(func=cmd_reap)
+
+    rc = sub.add_parser("recommend", help="ranked playbooks for a constraints file (YAML or JSON)")
+    rc.add_argument("--constraints", required=True, help="constraints file, see examples/")
+    rc.add_argument("--limit", type=int, default=None)
+    rc.add_argument("--json", action="store_true")
+    rc.set_defaults(func=cmd_recommend)
+
+    es = sub.add_parser("estimate", help="memory and speed bounds for a model on hardware")
+    es.add_argument("--model", required=True, help="model-table name or a config.json path")
+    es.add_argument("--hardware", required=True, help="hardware-table name, e.g. H100 or CPU")
+    es.add_argument("--count", type=int, default=1)
+    es.add_argument("--context", type=int, default=None, help="context length for KV-cache figures")
+    es.add_argument("--json", action="store_true")
+    es.set_defaults(func=cmd_estimate)
+
+    ca = sub.add_parser("catalog", help="every technique of the taxonomy and whether it runs here")
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(func=cmd_catalog)
 
     c = sub.add_parser("cancel", help="cancel a queued or running run")
     c.add_argument("run_id", type=int)

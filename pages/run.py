@@ -48,7 +48,8 @@ def show() -> None:
     if summary["error"]:
         st.error(md_escape(summary["error"]))
     for gate in summary["gates"]:
-        (st.success if gate["ok"] else st.warning)(f"gate {gate['detail']}")
+        show = st.info if gate["ok"] is None else (st.success if gate["ok"] else st.warning)
+        show(f"expect {gate['detail']}")
     if summary["baseline"]:
         st.subheader("Metrics against the baseline (measured)")
         st.dataframe(pd.DataFrame(metric_rows(summary)), hide_index=True)

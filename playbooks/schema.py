@@ -36,9 +36,10 @@ class Gate(BaseModel):
             raise ValueError(f"gate on {self.metric!r} needs one of max_ratio, min_ratio, max, min")
         return self
 
-    def check(self, baseline: float | None, final: float | None) -> tuple[bool, str]:
+    def check(self, baseline: float | None, final: float | None) -> tuple[bool | None, str]:
+        """(True, …) met, (False, …) missed, (None, …) not measured in this run (e.g. advice-only steps)."""
         if final is None:
-            return False, f"{self.metric}: not measured"
+            return None, f"{self.metric}: not measured in this run"
         problems = []
         if self.max is not None and final > self.max:
             problems.append(f"{final:.4g} > max {self.max:.4g}")
@@ -46,7 +47,7 @@ class Gate(BaseModel):
             problems.append(f"{final:.4g} < min {self.min:.4g}")
         if self.max_ratio is not None or self.min_ratio is not None:
             if not baseline:
-                return False, f"{self.metric}: no baseline to take a ratio against"
+                return None, f"{self.metric}: no baseline to take a ratio against"
             r = final / baseline
             if self.max_ratio is not None and r > self.max_ratio:
                 problems.append(f"ratio {r:.4g} > {self.max_ratio:.4g}")

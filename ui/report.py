@@ -24,7 +24,7 @@ def run_report_html(summary: dict[str, Any], deltas: dict[str, list[dict[str, An
         + (f" <em>{esc(st['error'])}</em>" if st.get("error") else "") + "</li>"
         for st in summary["steps"]
     )
-    gates = "".join(f"<li>{'✅' if g['ok'] else '⚠️'} {esc(g['detail'])}</li>" for g in summary.get("gates", []))
+    gates = "".join(f"<li>{'—' if g['ok'] is None else ('✅' if g['ok'] else '⚠️')} {esc(g['detail'])}</li>" for g in summary.get("gates", []))
     env = esc(", ".join(f"{k}={v}" for k, v in summary.get("environment", {}).items()))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Speedbook run {summary['run_id']}</title>

@@ -68,3 +68,28 @@ def test_dev_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path):
     time.sleep(1)
     leftovers = subprocess.run(["pgrep", "-f", "server.port 8597"], capture_output=True, text=True).stdout.strip()
     assert not leftovers, f"web app still running: {leftovers}"
+
+
+def test_recommend_estimate_catalog_json(tmp_path):
+    rec = _cli("recommend", "--constraints", "examples/long-context-serving.yaml", "--json", data=tmp_path)
+    assert rec.returncode == 0, rec.stderr[-1000:]
+    first = json.loads(rec.stdout)["recommendations"][0]
+    assert first["playbook"] == "long-context-serving"
+    assert {"playbook", "title", "score", "steps", "reasons", "warnings", "estimates"} <= set(first)
+    techniques = {s["technique"] for s in first["steps"]}
+    assert {"gqa", "paged_kv_cache", "continuous_batching"} <= techniques and techniques & {"smoothquant", "fp8"}
+    assert any(t.startswith("flash_attention") for t in techniques)
+
+    est = json.loads(_cli("estimate", "--model", "Llama-3.1-8B", "--hardware", "H100", "--json", data=tmp_path).stdout)
+    assert est["params"] == 8_030_261_248 and est["kv_cache_bytes_per_token"] == 131_072  # published config
+    assert {"weight_bytes", "training_bytes", "decode_tokens_per_s_bound"} <= set(est)
+
+    cat = json.loads(_cli("catalog", "--json", data=tmp_path).stdout)
+    assert any(e["status"] == "executable" and e["technique"] == "int8_dynamic" for e in cat["entries"])
+
+    bad = _cli("estimate", "--model", "Llama-9", "--hardware", "H100", "--json", data=tmp_path)
+    assert bad.returncode == 2 and "unknown model 'Llama-9'" in json.loads(bad.stdout)["error"]
+    bad = tmp_path / "c.yaml"
+    bad.write_text("goal: serve\nmodel: Llama-3.1-8B\nhardware: {gpu: H100, count: 0}\n")
+    out = _cli("recommend", "--constraints", str(bad), "--json", data=tmp_path)
+    assert out.returncode == 2 and "hardware.count" in json.loads(out.stdout)["error"]

@@ -43,4 +43,4 @@ def test_gate_check():
     assert gate.check(10.0, 10.1)[0] is True
     ok, detail = gate.check(10.0, 10.5)
     assert not ok and "1.05" in detail
-    assert gate.check(10.0, None)[0] is False
+    assert gate.check(10.0, None)[0] is None  # not measured is neither met nor missed

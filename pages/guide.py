@@ -1,0 +1,123 @@
+"""Guide: a four-step wizard (goal → model → hardware → priorities and tolerance) that walks
+the taxonomy's decision guide to ranked playbooks, with reasons, warnings, per-step verdicts
+and estimated memory before/after. "Run this playbook" hands it to New run; "Save" stores it."""
+import typing
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from db import queries
+from db.session import session_scope
+from playbooks import constraints as C
+from playbooks import specs
+from playbooks.guide import recommend
+from ui.format import human_bytes, md_escape
+from ui.state import db_ready
+from ui.team import current_team_id
+
+db_ready()
+st.title("🧭 Guide")
+st.caption("State your constraints; Speedbook walks the taxonomy's decision guide to a playbook. Figures here are estimated.")
+
+STEPS = ["Goal", "Model", "Hardware", "Priorities"]
+step = st.session_state.setdefault("guide_step", 0)
+st.progress((step + 1) / len(STEPS), text=f"Step {step + 1} of {len(STEPS)}: {STEPS[step]}")
+c = st.session_state.setdefault("guide", {"goal": "serve", "model": "Llama-3.1-8B", "gpu": "H100", "count": 1,
+                                          "priority": "throughput", "accuracy_tolerance": "small", "context_length": 8192,
+                                          "concurrency": 8, "data": "calibration", "runtime": "any"})
+
+
+def _choice(label: str, key: str, options: list[str], **kw) -> None:
+    c[key] = st.radio(label, options, index=options.index(c[key]), horizontal=True, key=f"g_{key}", **kw)
+
+
+if step == 0:
+    _choice("What do you do with the model?", "goal", list(typing.get_args(C.Goal)),
+            help="pretrain / finetune: training memory and speed; serve: inference at scale; edge: on-device")
+elif step == 1:
+    names = specs.model_names()
+    c["model"] = st.selectbox("Model", names, index=names.index(c["model"]) if c["model"] in names else 0, key="g_model")
+    st.caption("Configs from the models' published config files; parameter counts are computed from them.")
+elif step == 2:
+    hw = specs.hardware_names()
+    c["gpu"] = st.selectbox("Hardware", hw, index=hw.index(c["gpu"]), key="g_gpu")
+    if c["gpu"] != "CPU":
+        c["count"] = int(st.number_input("GPU count", min_value=1, max_value=1024, value=int(c["count"]), key="g_count"))
+else:
+    _choice("What matters most?", "priority", list(typing.get_args(C.Priority)))
+    _choice("Accuracy tolerance", "accuracy_tolerance", list(typing.get_args(C.Tolerance)),
+            help="lossless never yields a lossy step")
+    col1, col2 = st.columns(2)
+    c["context_length"] = int(col1.number_input("Context length (tokens)", 1, 10_000_000, int(c["context_length"]), key="g_ctx"))
+    c["concurrency"] = int(col2.number_input("Concurrent requests", 1, 100_000, int(c["concurrency"]), key="g_conc"))
+    _choice("Data you can use", "data", list(typing.get_args(C.Data)))
+    _choice("Runtime", "runtime", list(typing.get_args(C.Runtime)))
+
+b1, b2, _ = st.columns([1, 1, 4])
+if b1.button("Back", disabled=step == 0):
+    st.session_state["guide_step"] = step - 1
+    st.rerun()
+if step < len(STEPS) - 1 and b2.button("Next", type="primary"):
+    st.session_state["guide_step"] = step + 1
+    st.rerun()
+if step == len(STEPS) - 1 and b2.button("Recommend", type="primary"):
+    st.session_state["guide_done"] = True
+
+if not st.session_state.get("guide_done"):
+    st.stop()
+
+doc = {k: c[k] for k in ("goal", "model", "priority", "accuracy_tolerance", "context_length", "concurrency", "data", "runtime")}
+doc["hardware"] = {"cpu": True} if c["gpu"] == "CPU" else {"gpu": c["gpu"], "count": c["count"]}
+try:
+    recs = recommend(doc, limit=5)
+except ValueError as err:
+    st.error(str(err))
+    st.stop()
+if not recs:
+    st.warning("No playbook in the library serves these constraints. Try a looser accuracy tolerance or another goal.")
+    st.stop()
+
+st.header("Recommended playbooks")
+with session_scope() as s:
+    workers = queries.live_workers(s)
+for rank, rec in enumerate(recs, 1):
+    d = rec.to_dict()
+    with st.container(border=True):
+        st.subheader(f"{rank}. {md_escape(d['title'])}")
+        st.caption(f"`{d['playbook']}` · score {d['score']:.2f} (computed by the guide's matching rules)")
+        st.dataframe([{"step": i + 1, "technique": s_["technique"], "verdict": s_["verdict"], "params": str(s_["params"] or "")}
+                      for i, s_ in enumerate(d["steps"])], hide_index=True)
+        with st.expander("Why this playbook", expanded=rank == 1):
+            for reason in d["reasons"]:
+                st.text(f"• {reason}")
+        for warning in d["warnings"]:
+            st.warning(warning)
+        est = d["estimates"]
+        per = est.get("per_step", [])
+        if per:
+            fig = go.Figure()
+            labels = ["before"] + [f"{i + 1}. {p['technique']}" for i, p in enumerate(per)]
+            for key, name in (("estimated_weight_bytes", "weights"), ("estimated_kv_cache_bytes", "KV cache")):
+                vals = [est["before"].get(key, 0)] + [p.get(key, 0) for p in per]
+                if any(vals):
+                    fig.add_bar(x=labels, y=[v / 2**30 for v in vals], name=name)
+            fig.update_layout(title="Memory per step (estimated, GiB)", barmode="stack", height=320, margin={"t": 40, "b": 30})
+            st.plotly_chart(fig, key=f"mem{rank}")
+            b, a = est["before"], est["after"]
+            st.caption(
+                f"Estimated weights {human_bytes(b.get('estimated_weight_bytes', 0))} → {human_bytes(a.get('estimated_weight_bytes', 0))}"
+                + (f"; decode bound {b['estimated_decode_tokens_per_s_bound']:.0f} → {a['estimated_decode_tokens_per_s_bound']:.0f} tok/s"
+                   if b.get("estimated_decode_tokens_per_s_bound") and a.get("estimated_decode_tokens_per_s_bound") else "")
+            )
+        pb = rec.to_playbook()
+        k1, k2 = st.columns(2)
+        if k1.button("Run this playbook", key=f"run_{rank}", type="primary" if rank == 1 else "secondary"):
+            st.session_state["handoff_playbook"] = pb.to_yaml()
+            st.session_state.pop("handoff_playbook_id", None)
+            st.switch_page("pages/new_run.py")
+        if k2.button("Save", key=f"save_{rank}"):
+            with session_scope() as s:
+                saved = queries.save_playbook(s, name=pb.name, title=pb.title, yaml_text=pb.to_yaml(),
+                                              team_id=current_team_id(), origin="guide")
+            st.session_state["handoff_playbook_id"] = saved.id
+            st.success(f"Saved as playbook #{saved.id}; find it under Saved playbooks.")

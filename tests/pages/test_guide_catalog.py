@@ -1,0 +1,67 @@
+"""AppTest for the Guide wizard (to a recommendation, Save, Run this playbook) and the Catalog."""
+from __future__ import annotations
+
+from db import queries
+from db.session import session_scope
+
+
+def _walk_to_recommendations(at):
+    for _ in range(3):
+        next(b for b in at.button if b.label == "Next").click().run()
+    next(b for b in at.button if b.label == "Recommend").click().run()
+    return at
+
+
+def test_guide_walks_to_ranked_playbooks(page):
+    at = page("guide.py")
+    assert not at.exception
+    assert "Step 1 of 4" in at.get("progress")[0].proto.text
+    at = _walk_to_recommendations(at)
+    assert not at.exception
+    assert at.subheader[0].value.startswith("1. ")
+    steps = at.dataframe[0].value
+    assert {"technique", "verdict"} <= set(steps.columns)
+    assert len(at.get("plotly_chart")) >= 1
+
+
+def test_guide_save_and_hand_over(page):
+    at = _walk_to_recommendations(page("guide.py"))
+    with session_scope() as s:
+        before = len(queries.saved_playbooks(s))
+    next(b for b in at.button if b.key == "save_1").click().run()
+    assert not at.exception
+    with session_scope() as s:
+        saved = queries.saved_playbooks(s)
+        assert len(saved) == before + 1 and saved[0].origin == "guide"
+    next(b for b in at.button if b.key == "run_1").click().run()
+    assert not at.exception
+    assert at.title[0].value.endswith("New run")
+    assert at.radio[0].value == "Handed over"
+    assert "steps:" in at.text_area[0].value
+
+
+def test_guide_cpu_edge_recommendation(page):
+    at = page("guide.py")
+    at.radio[0].set_value("edge").run()
+    next(b for b in at.button if b.label == "Next").click().run()
+    at.selectbox[-1].set_value("MobileNetV2").run()
+    next(b for b in at.button if b.label == "Next").click().run()
+    at.selectbox[-1].set_value("CPU").run()
+    next(b for b in at.button if b.label == "Next").click().run()
+    next(b for b in at.button if b.label == "Recommend").click().run()
+    assert not at.exception
+    assert at.subheader and at.subheader[0].value.startswith("1. ")
+
+
+def test_catalog_search_and_filters(page):
+    at = page("catalog.py")
+    assert not at.exception
+    total = len(at.expander)
+    assert total > 100
+    at.text_input[0].set_value("GPTQ").run()
+    assert any("GPTQ" in e.label for e in at.expander)
+    at.text_input[0].set_value("").run()
+    at.selectbox[2].set_value("executable").run()
+    assert 0 < len(at.expander) - 1 < total  # minus the evidence-table expander
+    at.text_input[0].set_value("zzzz-nothing").run()
+    assert "No technique matches" in at.info[0].value
