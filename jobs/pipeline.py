@@ -162,13 +162,10 @@ def _run_step(run_id: int, index: int, step, current, baseline, hb: _Heartbeat):
 
 
 def _advice_reason(entry_id: str) -> str:
-    try:
-        from playbooks import catalog
+    from playbooks import catalog
 
-        entry = catalog.get_entry(entry_id)
-        return entry.get("reason") or "advice-only in the catalog"
-    except Exception:
-        return "advice-only in the catalog"
+    entry = catalog.get_entry(entry_id)
+    return entry.reason or f"{entry.name} is advice-only in the catalog"
 
 
 def execute_run(run_id: int, worker: str = "local") -> str:

@@ -113,11 +113,11 @@ for rank, rec in enumerate(recs, 1):
         k1, k2 = st.columns(2)
         if k1.button("Run this playbook", key=f"run_{rank}", type="primary" if rank == 1 else "secondary"):
             st.session_state["handoff_playbook"] = pb.to_yaml()
-            st.session_state.pop("handoff_playbook_id", None)
+            st.session_state["handoff_playbook_id"] = st.session_state.get(f"saved_{d['playbook']}")  # link runs to a saved copy
             st.switch_page("pages/new_run.py")
         if k2.button("Save", key=f"save_{rank}"):
             with session_scope() as s:
                 saved = queries.save_playbook(s, name=pb.name, title=pb.title, yaml_text=pb.to_yaml(),
                                               team_id=current_team_id(), origin="guide")
-            st.session_state["handoff_playbook_id"] = saved.id
+            st.session_state[f"saved_{d['playbook']}"] = saved.id
             st.success(f"Saved as playbook #{saved.id}; find it under Saved playbooks.")

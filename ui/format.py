@@ -56,6 +56,8 @@ def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     for name in names:
         row: dict[str, Any] = {"metric": spec(name).label, "unit": spec(name).unit, "baseline": fmt_value(name, base.get(name))}
         for i, st in enumerate(summary["steps"]):
+            if not st["metrics"]:
+                continue  # skipped (advice-only / needs GPU) or not reached: listed under Steps instead
             v = st["metrics"].get(name)
             r = ratio(base.get(name), v)
             label = f"{i + 1}. {st['technique']}"

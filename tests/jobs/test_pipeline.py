@@ -2,6 +2,8 @@
 a failing step fails the run and keeps earlier steps; bad input writes nothing."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import sqlalchemy as sa
 
@@ -74,13 +76,13 @@ def test_advice_only_and_needs_gpu_steps_are_skipped_with_reason(migrated_sqlite
     from playbooks import catalog
 
     monkeypatch.setattr(catalog, "has_entry", lambda e: e == "paged_kv_cache")
-    monkeypatch.setattr(catalog, "get_entry", lambda e: {"id": e, "reason": "needs vLLM"}, raising=False)
+    monkeypatch.setattr(catalog, "get_entry", lambda e: SimpleNamespace(id=e, name=e, reason="needs vLLM"))
     pb = pipeline.validate_request({**PB, "steps": [{"technique": "paged_kv_cache"}] + PB["steps"]}, "tiny-llama", "cpu")
     run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
     assert pipeline.execute_run(run_id) == "succeeded"
     with session_scope() as s:
         run = queries.get_run(s, run_id)
-        assert run.steps[0].status == "skipped" and run.steps[0].verdict["status"] == "advice-only"
+        assert run.steps[0].status == "skipped" and run.steps[0].verdict == {"status": "advice-only", "reason": "needs vLLM"}
         assert run.steps[1].status == "succeeded"
     assert "int8_dynamic" in registry.names()
 

@@ -1,0 +1,142 @@
+"""The main flow in a real browser against the real app and a real worker (embedded SQLite
+and broker): Guide → recommendation → Save → run it → watch it finish → dashboard shows it →
+Share → the link opens read-only in a fresh context → revoked link shows "link not found".
+Debian's Chromium driven by Playwright (no browser download). Screenshots go to artifacts/."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+PORT = 8596
+URL = f"http://127.0.0.1:{PORT}"
+ARTIFACTS = ROOT / "artifacts" / "browser"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("browser-data")
+    env = {**os.environ, "SPEEDBOOK_DATA": str(data), "PYTHONUNBUFFERED": "1"}
+    log = open(data / "dev.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "dev", "--port", str(PORT)], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{URL}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the app did not come up; see " + str(data / "dev.log"))
+    yield data
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install -y chromium (.ci/run does)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def _idle(page, timeout: float = 60_000) -> None:
+    """Wait until Streamlit finished the current script run."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"] [data-testid=\"stStatusWidgetRunningIcon\"]')",
+                           timeout=timeout)
+    page.wait_for_timeout(300)
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _sidebar(page, label: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(label, exact=True).click()
+    _idle(page)
+
+
+def test_guide_to_shared_link(app_server, browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(URL + "/")
+    page.get_by_text("Step 1 of 4").wait_for()
+    _shot(page, "01-guide")
+    for _ in range(3):
+        page.get_by_role("button", name="Next").click()
+        _idle(page)
+    page.get_by_role("button", name="Recommend").click()
+    page.get_by_text("Recommended playbooks").wait_for()
+    _idle(page)
+    _shot(page, "02-recommendations")
+    page.get_by_role("button", name="Save").first.click()
+    page.get_by_text(re.compile(r"Saved as playbook #\d+")).wait_for()
+    page.get_by_role("button", name="Run this playbook").first.click()
+    page.get_by_text("Playbook YAML").wait_for()
+    _idle(page)
+
+    # New run: choose the tiny Llama (fast) and submit
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Workload").click()
+    page.get_by_role("option", name="tiny-llama").click()
+    _idle(page)
+    _shot(page, "03-new-run")
+    page.get_by_role("button", name="Run this playbook").click()
+    page.get_by_text(re.compile(r"Run \d+:")).wait_for()
+    run_id = int(re.search(r"Run (\d+):", page.get_by_text(re.compile(r"Run \d+:")).first.inner_text()).group(1))
+    page.get_by_text("succeeded").first.wait_for(timeout=300_000)
+    _idle(page)
+    _shot(page, "04-run-finished")
+    assert page.get_by_text("Metrics against the baseline (measured)").count() == 1
+
+    _sidebar(page, "Dashboard")
+    page.get_by_text(re.compile(r"\d+ runs match")).wait_for()
+    _shot(page, "05-dashboard")
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+
+    _sidebar(page, "Saved playbooks")
+    page.get_by_role("button", name="Share").first.click()
+    code = page.locator("code").filter(has_text="/?share=").first
+    code.wait_for()
+    token = re.search(r"share=([A-Za-z0-9_-]{43})", code.inner_text()).group(1)
+    _shot(page, "06-share")
+
+    viewer = browser.new_context().new_page()
+    viewer.goto(f"{URL}/?share={token}")
+    viewer.get_by_text("Shared playbook — read-only").wait_for()
+    viewer.get_by_text(f"run {run_id} on tiny-llama").wait_for()
+    assert viewer.get_by_role("button", name="Run this playbook").count() == 0
+    _shot(viewer, "07-shared-view")
+
+    page.get_by_text("YAML and share links").first.click()
+    page.get_by_role("button", name="Revoke").first.click()
+    _idle(page)
+    revoked = browser.new_context().new_page()
+    revoked.goto(f"{URL}/?share={token}")
+    revoked.get_by_text("Link not found").wait_for()
+    _shot(revoked, "08-revoked")
+    ctx.close()
