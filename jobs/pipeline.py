@@ -149,15 +149,21 @@ def _run_step(run_id: int, index: int, step, current, baseline, hb: _Heartbeat):
         _set_step(run_id, index, status="skipped", finished_at=utcnow(), verdict=verdict.to_dict())
         return current
     new = tech.apply(current, cfg)
+    peers = new.meta.pop("peers", {})  # {variant: model}: a peer library's result for the same step
+    notes = list(new.meta.pop("step_notes", []))
     hb.check()
     m = measure(new, reference=baseline)
+    peer_metrics = {}
+    for variant, peer_model in peers.items():  # same protocol, same run, same baseline
+        hb.check()
+        peer_metrics[variant] = measure(new.with_model(peer_model), reference=baseline).metrics
     with session_scope() as s:
         queries.write_metrics(s, run_id, "step", m.metrics, step_index=index)
-        for variant, values in new.meta.pop("peer_metrics", {}).items():
+        for variant, values in peer_metrics.items():
             queries.write_metrics(s, run_id, "step", values, step_index=index, variant=variant)
         step_row = s.query(StepResult).filter_by(run_id=run_id, index=index).one()
         step_row.status, step_row.finished_at, step_row.verdict = "succeeded", utcnow(), verdict.to_dict()
-        step_row.notes = list(new.meta.pop("step_notes", []))
+        step_row.notes = notes
     return new, m
 
 

@@ -9,7 +9,7 @@ from db import queries
 from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
-from ui.format import STATUS_ICON, duration, md_escape, metric_rows
+from ui.format import STATUS_ICON, duration, fmt_value, md_escape, metric_rows
 from ui.report import run_report_html
 from ui.state import db_ready
 
@@ -59,12 +59,30 @@ def show() -> None:
         line = f"{i}. {STATUS_ICON.get(step['status'], '')} {step['technique']} {step['params'] or ''} — {step['status']}"
         st.text(line)
         if verdict.get("reason"):
-            st.caption(f"verdict: {verdict['status']} — {verdict['reason']}")
+            st.caption(f"verdict: {verdict['status']} — {md_escape(verdict['reason'])}")
+        for note in step.get("notes") or []:
+            st.caption(f"note: {md_escape(note)}")
         if step["error"]:
             st.error(md_escape(step["error"]))
-    if summary["estimated"]:
+    for i, step in enumerate(steps, 1):
+        if step.get("peers"):
+            st.subheader(f"Step {i} ({step['technique']}) against a peer implementation (same run, same baseline)")
+            rows = []
+            for name in sorted(step["metrics"]):
+                row = {"metric": name, "ours": fmt_value(name, step["metrics"][name])}
+                for variant, values in step["peers"].items():
+                    row[variant] = fmt_value(name, values.get(name))
+                rows.append(row)
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+    est = summary["estimated"]
+    if est:
         with st.expander("Estimator figures for this model (estimated)"):
-            st.json(summary["estimated"])
+            measured = summary["baseline"].get("stored_bytes")
+            fp32 = est.get("estimated_weight_bytes_fp32")
+            if measured and fp32:
+                st.caption(f"Estimator error on the baseline's fp32 weights: {(fp32 / measured - 1) * 100:+.2f} % "
+                           f"(estimated {fmt_value('stored_bytes', fp32)}, measured {fmt_value('stored_bytes', measured)})")
+            st.json(est)
     if summary["environment"]:
         with st.expander("Environment"):
             st.json(summary["environment"])
