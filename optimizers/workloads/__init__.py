@@ -27,6 +27,9 @@ def workload_names() -> list[str]:
 
 def load_workload(name: str, device: str = "cpu") -> Workload:
     """Load a built-in workload by name (e.g. ``ref-lm``), else a local dir / HF id if a loader accepts it."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in logs and CLI output
     loaders = _loaders()
     if name in loaders:
         return loaders[name](device)
