@@ -24,6 +24,7 @@ PAGES = {
         st.Page("pages/guide.py", title="Guide", icon="🧭", url_path="guide", default=True),
         st.Page("pages/new_run.py", title="New run", icon="🚀", url_path="new-run"),
         st.Page("pages/catalog.py", title="Catalog", icon="📖", url_path="catalog"),
+        st.Page("pages/kernel_lab.py", title="Kernel lab", icon="🧪", url_path="kernel-lab"),
     ],
     "Results": [
         st.Page("pages/dashboard.py", title="Dashboard", icon="📊", url_path="dashboard"),

@@ -1,0 +1,17 @@
+"""AppTest for the Kernel lab: an interpreter check result is shown; bad shapes are refused."""
+from jobs import kernel_lab
+
+
+def test_kernel_lab_page_shows_results_and_refuses_huge_cpu_shapes(page):
+    bench_id = kernel_lab.submit("swiglu", {"rows": 8, "n": 40}, "float32", "cpu", enqueue=False)
+    kernel_lab.execute(bench_id)
+    at = page("kernel_lab.py")
+    assert not at.exception
+    assert bench_id in set(at.dataframe[0].value["id"])
+    at.selectbox[2].set_value("cpu").run()
+    for box in at.number_input:
+        box.set_value(100000)
+    at.run()
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception
+    assert "too large for Triton's interpreter" in at.error[0].value
