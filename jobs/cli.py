@@ -101,6 +101,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 def cmd_worker(args: argparse.Namespace) -> int:
     import torch
 
+    if not torch.cuda.is_available():
+        # a CPU worker can run Triton kernels only in the interpreter, and Triton fixes that
+        # mode when it is first imported (torchao and peft import it), so decide it up front
+        os.environ.setdefault("TRITON_INTERPRET", "1")
     from db.migrate import upgrade
     from jobs.celery_app import app
 

@@ -16,6 +16,7 @@ os.environ.pop("DATABASE_URL", None)
 os.environ.pop("CELERY_BROKER_URL", None)
 os.environ.pop("REDIS_URL", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU here: Triton fixes the mode at first import (torchao/peft import it)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("SPEEDBOOK_WARMUP", "1")  # tests check correctness, never wall-clock: few repeats
 os.environ.setdefault("SPEEDBOOK_REPEATS", "3")
