@@ -175,6 +175,7 @@ def run_summary(run: Run) -> dict[str, Any]:
                 "error": st.error,
                 "notes": st.notes or [],
                 "metrics": by.get(("step", st.index), {}),
+                "check": by.get(("check", st.index), {}),  # correctness-check figures of a check-only step
                 "peers": peers.get(str(st.index), {}),
             }
             for st in run.steps

@@ -62,6 +62,8 @@ def show() -> None:
             st.caption(f"verdict: {verdict['status']} — {md_escape(verdict['reason'])}")
         for note in step.get("notes") or []:
             st.caption(f"note: {md_escape(note)}")
+        if step.get("check"):
+            st.caption("correctness check (measured): " + ", ".join(f"{k} = {v:.4g}" for k, v in step["check"].items()))
         if step["error"]:
             st.error(md_escape(step["error"]))
     for i, step in enumerate(steps, 1):
