@@ -221,12 +221,56 @@ def _lm_speed(wl: Workload, s: SpeedSettings) -> tuple[dict[str, float], Callabl
     pre_ms, spread = median_and_spread(time_call(prefill, s, wl.device))
     decode_ms()  # warm-up
     dec_ms = statistics.median(decode_ms() for _ in range(max(3, s.repeats // 2)))
-    return {
+    out = {
         "latency_ms": pre_ms,
         "latency_spread_ms": spread,
         "prefill_tokens_per_s": need / (pre_ms / 1e3),
         "decode_tokens_per_s": ev.batch_size * ev.decode_tokens / (dec_ms / 1e3),
-    }, prefill
+    }
+    if wl.meta.get("generate_kwargs"):
+        out |= _generate_speed(wl, prompt, max(3, s.repeats // 2))
+    return out, prefill
+
+
+class _Clock:
+    """A ``generate()`` streamer: times from the first generated chunk (prefill done) to the end."""
+
+    def __init__(self) -> None:
+        self.puts, self.first_tokens, self.t_first = 0, 0, 0.0
+
+    def put(self, value: torch.Tensor) -> None:
+        self.puts += 1
+        if self.puts == 2:  # the first put is the prompt
+            self.first_tokens, self.t_first = value.numel(), time.perf_counter()
+
+    def end(self) -> None:
+        self.t_end = time.perf_counter()
+
+
+def _generate_speed(wl: Workload, prompt: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Opt-in (``meta["generate_kwargs"]``, e.g. a speculative draft): decode tokens/s through
+    ``generate(**generate_kwargs)`` and, same run and settings, through plain greedy ``generate()``
+    (``decode_tokens_per_s_plain_generate``), both timed after the first generated chunk, so the
+    ratio is apples to apples; ``greedy_match`` is 1.0 when both produced identical tokens."""
+    ev: LMEval = wl.eval  # type: ignore[assignment]
+    if ev.batch_size != 1:
+        raise ValueError(f"generate_kwargs measurement needs batch_size=1, not {ev.batch_size}")
+    n, extra = ev.decode_tokens, dict(wl.meta["generate_kwargs"])
+    common = dict(attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=n, min_new_tokens=n)
+    out: dict[str, float] = {}
+    tokens = {}
+    for suffix, kwargs in (("", extra), ("_plain_generate", {})):
+        rates = []
+        for i in range(repeats + 1):  # the first is warm-up
+            clock = _Clock()
+            tokens[suffix] = wl.model.generate(prompt, **common, **kwargs, streamer=clock)
+            if i:
+                rates.append((n - clock.first_tokens) / max(clock.t_end - clock.t_first, 1e-9))
+        out[f"decode_tokens_per_s{suffix}"] = statistics.median(rates)
+    out["greedy_match"] = float(torch.equal(tokens[""], tokens["_plain_generate"]))
+    if isinstance(extra.get("assistant_model"), torch.nn.Module):
+        out["assistant_stored_bytes"] = float(stored_bytes(extra["assistant_model"]))
+    return out
 
 
 def mean_pool_embed(model: torch.nn.Module, tokenizer: Any, sentences: list[str], batch_size: int, device: str) -> torch.Tensor:

@@ -44,3 +44,12 @@ def test_gate_check():
     ok, detail = gate.check(10.0, 10.5)
     assert not ok and "1.05" in detail
     assert gate.check(10.0, None)[0] is None  # not measured is neither met nor missed
+
+
+def test_one_name_everywhere_for_executable_catalog_entries():
+    """An executable catalog entry's id is its registered technique's name, so a playbook step
+    naming the catalog id runs that technique (module name = registry key = YAML value)."""
+    from playbooks import catalog
+
+    mismatched = [(e.id, e.technique) for e in catalog.entries() if e.status == "executable" and e.id != e.technique]
+    assert not mismatched

@@ -1,0 +1,46 @@
+"""Low-rank primitives: truncated SVD of a weight (Eckart–Young: the best rank-r approximation,
+error = norm of the dropped singular values), rank from an energy fraction, and the swap of
+a Linear for two smaller Linears (Denton et al. 2014; Jaderberg et al. 2014)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def truncated_svd(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (out, in) ≈ B @ A with B (out, r) = U_r·√S_r and A (r, in) = √S_r·Vh_r (balanced factors)."""
+    if not 1 <= rank <= min(w.shape):
+        raise ValueError(f"rank={rank} must be in 1..min{tuple(w.shape)}={min(w.shape)}")
+    u, s, vh = torch.linalg.svd(w.detach().double(), full_matrices=False)  # (out, k) (k,) (k, in)
+    root = s[:rank].sqrt()
+    return (u[:, :rank] * root).to(w.dtype), (root[:, None] * vh[:rank]).to(w.dtype)
+
+
+def rank_for_energy(s: torch.Tensor, energy: float) -> int:
+    """Smallest r whose top-r singular values hold ``energy`` of Σ s² (the squared Frobenius norm)."""
+    if not 0.0 < energy <= 1.0:
+        raise ValueError(f"energy={energy} must be in (0, 1]")
+    cum = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
+    return int(torch.searchsorted(cum, torch.tensor(energy, dtype=torch.float64) - 1e-12)) + 1
+
+
+def factored_params(out_f: int, in_f: int, rank: int) -> int:
+    return rank * (out_f + in_f)
+
+
+def saves_params(out_f: int, in_f: int, rank: int) -> bool:
+    """r·(out + in) < out·in: only then is the factorization smaller (and fewer FLOPs)."""
+    return factored_params(out_f, in_f, rank) < out_f * in_f
+
+
+def factorize_linear(lin: nn.Linear, rank: int) -> nn.Sequential:
+    """Two Linears (in → r, r → out; the bias on the second) computing x @ (B A)ᵀ + b."""
+    b, a = truncated_svd(lin.weight, rank)
+    first = nn.Linear(lin.in_features, rank, bias=False, device=lin.weight.device, dtype=lin.weight.dtype)
+    second = nn.Linear(rank, lin.out_features, bias=lin.bias is not None, device=lin.weight.device, dtype=lin.weight.dtype)
+    with torch.no_grad():
+        first.weight.copy_(a)
+        second.weight.copy_(b)
+        if lin.bias is not None:
+            second.bias.copy_(lin.bias)
+    return nn.Sequential(first, second)
