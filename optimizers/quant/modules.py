@@ -1,0 +1,290 @@
+"""Quantized replacements for nn.Linear that store only packed buffers (true bytes) and
+a swap helper, in the style of gpt-fast's ``WeightOnlyInt8Linear``: a tiny module plus a
+short ``replace_linears``. CPU forwards dequantize per call (reference path); on CUDA the
+Triton kernels in ``kernels`` are used when importable (imported lazily)."""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optimizers.quant import packing
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _kernel(name: str):
+    """``kernels.<name>`` if the Triton kernels are importable, else None (CPU, no Triton)."""
+    try:
+        import kernels  # noqa: F401  (written concurrently; optional)
+
+        return getattr(kernels, name, None)
+    except Exception:  # ImportError, or Triton missing underneath
+        return None
+
+
+def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic symmetric int8 per row (token): returns (q int8 (M, K), scale float32 (M, 1))."""
+    amax = x.detach().abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-8)  # (M, 1)
+    scale = amax / 127.0
+    q = torch.clamp(torch.round(x.float() / scale), -127, 127).to(torch.int8)
+    return q, scale
+
+
+def int8_matmul(xq: torch.Tensor, wq_t: torch.Tensor) -> torch.Tensor:
+    """(M, K) int8 @ (K, N) int8 → float32 (M, N), exact int32 accumulation where torch can."""
+    try:
+        return torch._int_mm(xq, wq_t).float()
+    except (RuntimeError, AttributeError):  # shapes / devices _int_mm refuses
+        return (xq.double() @ wq_t.double()).float()
+
+
+def _flat(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    return x.reshape(-1, x.shape[-1]), x.shape[:-1]
+
+
+class QuantLinearBase(nn.Module):
+    """Common bits: shape, optional float bias, optional per-input-channel pre-scale.
+
+    ``input_scale`` (K,) is the AWQ/SmoothQuant smoothing factor 1/s when it could not be
+    folded into a preceding norm: forward computes ``layer(x * input_scale)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        if bias is not None:
+            self.register_buffer("bias", bias.detach().clone())
+        else:
+            self.register_buffer("bias", None)
+        self.register_buffer("input_scale", None)
+
+    def set_input_scale(self, inv_s: torch.Tensor) -> None:
+        self.input_scale = inv_s.detach().float().clone()  # (K,) registered buffer
+
+    def _pre(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.input_scale is None else x * self.input_scale.to(x.dtype)
+
+    def _post(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def dequantized_weight(self) -> torch.Tensor:  # (N, K) float32, for tests and export
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+# ---------------------------------------------------------------- int8
+
+
+class QuantLinearInt8(QuantLinearBase):
+    """int8 per-output-channel weights (packing.py layout); activations float (W8A16) or,
+    with ``act_int8=True``, dynamic per-token int8 (W8A8, SmoothQuant's setting)."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias=None, act_int8: bool = False):
+        n, k = qweight.shape
+        super().__init__(k, n, bias)
+        self.register_buffer("qweight", qweight.to(torch.int8).contiguous())  # (N, K)
+        self.register_buffer("scale", scale.float().contiguous())  # (N,)
+        self.act_int8 = act_int8
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, act_int8: bool = False, weight: torch.Tensor | None = None):
+        q, s = packing.quantize_int8_per_channel(lin.weight if weight is None else weight)
+        return cls(q, s, lin.bias, act_int8=act_int8)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return packing.dequantize_int8_per_channel(self.qweight, self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._pre(x)
+        if self.act_int8:
+            x2, lead = _flat(x)  # (M, K)
+            xq, xs = quantize_per_token_int8(x2)
+            y = int8_matmul(xq, self.qweight.t()) * xs * self.scale  # (M, N)
+            return self._post(y.to(x.dtype).reshape(*lead, self.out_features))
+        if x.is_cuda and (k := _kernel("matmul_w8a16")) is not None:
+            return self._post(k(x, self.qweight, self.scale))
+        y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+        return self._post(y)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", act_int8={self.act_int8}"
+
+
+# ---------------------------------------------------------------- int4 (and 2/3-bit codes)
+
+
+class QuantLinearInt4(QuantLinearBase):
+    """Group-wise int4 weights (packing.py layout: uint8 two codes per byte, per-group scale
+    and zero point). Scales are stored as float16 and zero points as uint8 (3 bytes a group).
+    Codes of 3-bit GPTQ (0..7) use the same 4-bit storage."""
+
+    def __init__(self, packed, scale, zero, group_size: int, bias=None, bits: int = 4):
+        n, k2 = packed.shape
+        super().__init__(k2 * 2, n, bias)
+        self.group_size, self.bits = group_size, bits
+        self.register_buffer("packed", packed.to(torch.uint8).contiguous())  # (N, K/2)
+        self.register_buffer("scale", scale.to(torch.float16).contiguous())  # (N, K/g)
+        self.register_buffer("zero", torch.round(zero).to(torch.uint8).contiguous())  # (N, K/g)
+
+    @classmethod
+    def from_codes(cls, codes, scale, zero, group_size: int, bias=None, bits: int = 4):
+        return cls(packing.pack_int4(codes), scale, zero, group_size, bias, bits)
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, group_size: int = 128, symmetric: bool = False,
+                    weight: torch.Tensor | None = None):
+        w = lin.weight if weight is None else weight
+        # fp16-representable scales so the stored scale is exactly the one used to round
+        codes, scale, zero = quantize_groupwise(w, 4, group_size, symmetric)
+        return cls.from_codes(codes, scale, zero, group_size, lin.bias)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return packing.dequantize_int4_groupwise(self.packed, self.scale, self.zero, self.group_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._pre(x)
+        if x.is_cuda and (k := _kernel("matmul_w4a16")) is not None:
+            return self._post(k(x, self.packed, self.scale.float(), self.zero.float(), self.group_size))
+        return self._post(F.linear(x, self.dequantized_weight().to(x.dtype)))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bits={self.bits}, group_size={self.group_size}"
+
+
+def quant_params(wg: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min/max quantizer of GPTQ's reference code on groups ``wg`` (..., g): (scale, zero) (...).
+
+    Asymmetric: the range always includes 0, ``scale = (max - min) / (2^b - 1)``,
+    ``zero = round(-min / scale)``. Symmetric: ``zero = 2^(b-1)``, ``scale = amax / (2^(b-1) - 1)``.
+    Scales are rounded to float16 (their storage dtype) so stored == used.
+    """
+    maxq = 2**bits - 1
+    if symmetric:
+        half = 2 ** (bits - 1)
+        scale = (wg.abs().amax(dim=-1).clamp(min=1e-8) / (half - 1)).half().float()
+        zero = torch.full_like(scale, float(half))
+    else:
+        wmin = wg.amin(dim=-1).clamp(max=0.0)
+        wmax = wg.amax(dim=-1).clamp(min=0.0)
+        scale = ((wmax - wmin) / maxq).clamp(min=1e-6).half().float()
+        zero = torch.round(-wmin / scale).clamp(0, maxq)
+    return scale, zero
+
+
+def quantize_codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes ``clamp(round(w / scale) + zero, 0, 2^b - 1)`` (float, same shape as w)."""
+    return torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
+
+
+def quantize_groupwise(w: torch.Tensor, bits: int, group_size: int, symmetric: bool = False):
+    """Round-to-nearest (RTN) per group of input columns: (codes uint8 (N, K), scale (N, G), zero (N, G))."""
+    check_bits(bits, (2, 3, 4))
+    n, k = w.shape
+    packing._check_group(k, group_size)
+    wg = w.detach().float().reshape(n, k // group_size, group_size)  # (N, G, g)
+    scale, zero = quant_params(wg, bits, symmetric)
+    codes = quantize_codes(wg, scale[..., None], zero[..., None], bits)
+    return codes.reshape(n, k).to(torch.uint8), scale, zero
+
+
+def dequantize_groupwise(codes, scale, zero, group_size: int) -> torch.Tensor:
+    n, k = codes.shape
+    g = codes.float().reshape(n, k // group_size, group_size)
+    return ((g - zero[..., None].float()) * scale[..., None].float()).reshape(n, k)
+
+
+def check_bits(bits: int, allowed: tuple[int, ...]) -> None:
+    if bits not in allowed:
+        raise ValueError(f"bits={bits} is not supported; choose one of {list(allowed)}")
+
+
+# ---------------------------------------------------------------- swapping
+
+
+def is_output_head(model: nn.Module) -> Callable[[str, nn.Module], bool]:
+    """Predicate for the LM head (output embeddings / ``lm_head``), excluded by default."""
+    head = None
+    if hasattr(model, "get_output_embeddings"):
+        try:
+            head = model.get_output_embeddings()
+        except Exception:
+            head = None
+    return lambda name, mod: mod is head or name.split(".")[-1] == "lm_head"
+
+
+def default_predicate(model: nn.Module, include_lm_head: bool = False) -> Callable[[str, nn.Module], bool]:
+    """nn.Linear layers, minus the LM head unless ``include_lm_head`` (embeddings are never Linear)."""
+    head = is_output_head(model)
+    return lambda name, mod: isinstance(mod, nn.Linear) and (include_lm_head or not head(name, mod))
+
+
+def find_linears(model: nn.Module, predicate: Callable[[str, nn.Module], bool]) -> dict[str, nn.Linear]:
+    return {n: m for n, m in model.named_modules() if predicate(n, m)}
+
+
+def require_linears(model: nn.Module, predicate) -> dict[str, nn.Linear]:
+    lins = find_linears(model, predicate)
+    if not lins:
+        raise ValueError(
+            "model has no nn.Linear layer to quantize (include_lm_head=False excludes the LM head); "
+            "choose a model with Linear layers, or set include_lm_head=True if the head is the only one"
+        )
+    return lins
+
+
+def check_group_size(linears: dict[str, nn.Linear], group_size: int) -> None:
+    """group_size must divide every quantized layer's in_features; name a size that does."""
+    bad = {n: m.in_features for n, m in linears.items() if group_size <= 0 or m.in_features % group_size}
+    if bad:
+        ks = {m.in_features for m in linears.values()}
+        ok = [g for g in (256, 128, 64, 32, 16, 8) if all(k % g == 0 for k in ks)]
+        name, k = next(iter(bad.items()))
+        raise ValueError(
+            f"group_size={group_size} must divide in_features of every quantized layer "
+            f"({name} has in_features={k}); valid choices here: {ok or 'none (odd in_features)'}"
+        )
+
+
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def replace_linears(model: nn.Module, predicate: Callable[[str, nn.Module], bool],
+                    factory: Callable[[str, nn.Linear], nn.Module]) -> list[str]:
+    """Swap every module for which ``predicate(name, module)`` holds with ``factory(name, module)``.
+    Mutates ``model`` in place; returns the swapped names. Callers deep-copy first."""
+    targets = find_linears(model, predicate)
+    for name, lin in targets.items():
+        set_module(model, name, factory(name, lin))
+    return list(targets)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy to quantize, so the input workload's model is never mutated."""
+    return copy.deepcopy(model)
+
+
+def stored_bytes(model: nn.Module) -> int:
+    """Parameter + buffer bytes, deduplicated (what the measurement harness counts)."""
+    seen, total = set(), 0
+    for _, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t is None or id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += t.numel() * t.element_size()
+    return total
+
+
+def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB (torchao's quality metric)."""
+    ref, out = ref.detach().float(), out.detach().float()
+    return float(10 * torch.log10(ref.pow(2).sum() / (ref - out).pow(2).sum().clamp(min=1e-20)))

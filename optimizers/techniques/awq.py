@@ -1,0 +1,49 @@
+"""AWQ: activation-aware per-channel scales s = mean|x|^α (α searched on a grid per group of
+Linears sharing an input), folded into the preceding norm, then group-wise int4 (Lin et al. 2024)."""
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from optimizers.base import Technique
+from optimizers.quant.awq import awq_model
+from optimizers.quant.calibrate import require_calibration
+from optimizers.quant.config import GroupConfig, check_bits_field
+from optimizers.quant.modules import check_group_size, copy_model, default_predicate, require_linears
+from optimizers.registry import register
+
+
+class AwqConfig(GroupConfig):
+    bits: int = Field(4, description="weight bits: 4, or 3 (stored in the 4-bit packed layout)")
+    grid: int = Field(20, description="number of α values tried in [0, 1): α = i / grid; α = 0 is plain RTN")
+    scale_unfoldable: bool = Field(False, description="also scale Linears whose 1/s cannot fold into a preceding op (o_proj under GQA) via an explicit input scale; not exportable to compressed-tensors")
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: int) -> int:
+        return check_bits_field(v, (3, 4))
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: int) -> int:
+        if not 1 <= v <= 100:
+            raise ValueError(f"grid={v} must be between 1 and 100; 20 is llm-awq's default")
+        return v
+
+
+@register
+class Awq(Technique):
+    name = "awq"
+    family = "quantization"
+    summary = "AWQ: activation-aware channel scaling before group-wise int4; no weight updates"
+    Config = AwqConfig
+    needs_calibration = True
+
+    def apply(self, workload, config):
+        require_calibration(workload.calibration, self.name)
+        model = copy_model(workload.model)
+        linears = require_linears(model, default_predicate(model, config.include_lm_head))
+        check_group_size(linears, config.group_size)
+        report = awq_model(model, list(linears), workload.calibration, config.bits, config.group_size,
+                           config.grid, config.symmetric, config.scale_unfoldable)
+        alphas = {n: r["alpha"] for n, r in report.items()}
+        return workload.with_model(model, quantized_layers=list(linears), awq_alpha=alphas, awq_report=report)

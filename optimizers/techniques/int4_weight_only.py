@@ -1,0 +1,31 @@
+"""int4 weight-only: group-wise round-to-nearest int4 (RTN), two codes a byte with per-group
+scale and zero point (packing.py layout); CPU forward dequantizes per call, CUDA uses the
+Triton ``matmul_w4a16`` kernel when present (torchao's int4 configs need CUDA: FACTS.md)."""
+from __future__ import annotations
+
+from optimizers.base import Technique
+from optimizers.quant.config import GroupConfig
+from optimizers.quant.modules import (QuantLinearInt4, check_group_size, copy_model, default_predicate,
+                                      replace_linears, require_linears)
+from optimizers.registry import register
+
+
+class Int4WeightOnlyConfig(GroupConfig):
+    pass
+
+
+@register
+class Int4WeightOnly(Technique):
+    name = "int4_weight_only"
+    family = "quantization"
+    summary = "group-wise round-to-nearest int4 weights (RTN), ~0.28x fp16 weight bytes at group 128"
+    Config = Int4WeightOnlyConfig
+
+    def apply(self, workload, config):
+        model = copy_model(workload.model)
+        pred = default_predicate(model, config.include_lm_head)
+        check_group_size(require_linears(model, pred), config.group_size)
+        swapped = replace_linears(
+            model, pred, lambda n, lin: QuantLinearInt4.from_linear(lin, config.group_size, config.symmetric)
+        )
+        return workload.with_model(model, quantized_layers=swapped)

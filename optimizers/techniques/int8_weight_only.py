@@ -1,0 +1,27 @@
+"""int8 weight-only (W8A16): per-output-channel symmetric int8 weights, float activations;
+the weight is upcast inside each call (gpt-fast ``WeightOnlyInt8Linear``)."""
+from __future__ import annotations
+
+from optimizers.base import Technique
+from optimizers.quant.config import QuantConfig
+from optimizers.quant.modules import QuantLinearInt8, copy_model, default_predicate, replace_linears, require_linears
+from optimizers.registry import register
+
+
+class Int8WeightOnlyConfig(QuantConfig):
+    pass
+
+
+@register
+class Int8WeightOnly(Technique):
+    name = "int8_weight_only"
+    family = "quantization"
+    summary = "int8 per-channel weights, float activations: ~0.5x fp16 weight bytes, near-lossless"
+    Config = Int8WeightOnlyConfig
+
+    def apply(self, workload, config):
+        model = copy_model(workload.model)
+        pred = default_predicate(model, config.include_lm_head)
+        require_linears(model, pred)
+        swapped = replace_linears(model, pred, lambda n, lin: QuantLinearInt8.from_linear(lin))
+        return workload.with_model(model, quantized_layers=swapped)
