@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -53,6 +54,10 @@ def stored_bytes(model: torch.nn.Module) -> int:
             return
         if not isinstance(t, torch.Tensor):
             return
+        if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
+            for inner in t.__tensor_flatten__()[0]:  # tensor subclasses (torchao): count what they hold
+                add(getattr(t, inner))
+            return
         if t.is_quantized:
             if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
                 add(t.q_per_channel_scales())
@@ -70,7 +75,9 @@ def stored_bytes(model: torch.nn.Module) -> int:
         seen.add(key)
         total += t.numel() * t.element_size()
 
-    for v in model.state_dict(keep_vars=False).values():
+    with torch.inference_mode(False):  # tensor subclasses (torchao) refuse detach() in inference mode
+        state = model.state_dict(keep_vars=False)
+    for v in state.values():
         add(v)
     return total
 
@@ -95,10 +102,54 @@ def median_and_spread(times_ms: list[float]) -> tuple[float, float]:
     return statistics.median(times_ms), qs[8] - qs[0]
 
 
+class _PeakLiveBytes:
+    """Peak bytes of tensors created during a call and still alive (a dispatch-mode tracker,
+    like torch's MemTracker but indifferent to tensor-subclass parameters, e.g. torchao's)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        tracker = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                tracker._record(args, kwargs, out)
+                return out
+
+        self.mode, self.live, self.peak = Mode(), 0, 0
+        self._alive: set[int] = set()
+
+    @staticmethod
+    def _tensors(tree: Any) -> list[torch.Tensor]:
+        from torch.utils._pytree import tree_flatten
+
+        return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+
+    def _record(self, args: Any, kwargs: Any, out: Any) -> None:
+        inputs = {t.untyped_storage().data_ptr() for t in self._tensors((args, kwargs)) if type(t) is torch.Tensor}
+        for t in self._tensors(out):
+            if type(t) is not torch.Tensor:
+                continue
+            ptr = t.untyped_storage().data_ptr()
+            if not ptr or ptr in inputs or ptr in self._alive:
+                continue  # a view of an input or of something already counted
+            n = t.untyped_storage().nbytes()
+            self._alive.add(ptr)
+            self.live += n
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(t, self._free, ptr, n)
+
+    def _free(self, ptr: int, n: int) -> None:
+        if ptr in self._alive:
+            self._alive.discard(ptr)
+            self.live -= n
+
+
 def peak_memory_bytes(model: torch.nn.Module, fn: Callable[[], Any], device: str) -> int:
     """Peak bytes while running ``fn``: the model's stored bytes plus the peak of every other
-    tensor alive during the call (torch's own accounting — MemTracker on CPU, the CUDA
-    allocator on GPU — never process RSS, which is unreliable here; see FACTS.md)."""
+    tensor alive during the call (torch's own accounting — a dispatch-mode tracker on CPU, the
+    CUDA allocator on GPU — never process RSS, which is unreliable here; see FACTS.md)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -106,20 +157,11 @@ def peak_memory_bytes(model: torch.nn.Module, fn: Callable[[], Any], device: str
         fn()
         torch.cuda.synchronize()
         return stored_bytes(model) + torch.cuda.max_memory_allocated() - base
-    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
-
-    tracker = MemTracker()
-    tracker.track_external(model)
-    with tracker:
-        fn()
-    peak = tracker.get_tracker_snapshot("peak")
-    transient = 0
-    for per_dev in peak.values():
-        transient = max(
-            transient,
-            per_dev["Total"] - per_dev.get(_MemRefType.PARAM, 0) - per_dev.get(_MemRefType.BUFFER, 0),
-        )
-    return stored_bytes(model) + int(transient)
+    tracker = _PeakLiveBytes()
+    with tracker.mode:
+        out = fn()
+    del out
+    return stored_bytes(model) + int(tracker.peak)
 
 
 def environment(device: str) -> dict[str, Any]:

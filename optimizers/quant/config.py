@@ -12,6 +12,12 @@ class QuantConfig(TechniqueConfig):
     )
 
 
+class PeerConfig(QuantConfig):
+    compare_torchao: bool = Field(
+        True, description="also quantize the same model with torchao's implementation and measure it in the same run, side by side"
+    )
+
+
 class GroupConfig(QuantConfig):
     group_size: int = Field(128, description="input columns sharing one scale and zero point; must divide every quantized layer's in_features (128, 64 or 32)")
     symmetric: bool = Field(False, description="symmetric codes (zero point fixed at the middle) instead of min/max asymmetric")

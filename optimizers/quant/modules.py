@@ -18,13 +18,12 @@ from optimizers.quant import packing
 
 
 def _kernel(name: str):
-    """``kernels.<name>`` if the Triton kernels are importable, else None (CPU, no Triton)."""
-    try:
-        import kernels  # noqa: F401  (written concurrently; optional)
+    """The function ``kernels.<name>.<name>`` if Triton is importable, else None (then the eager path runs)."""
+    import importlib.util
 
-        return getattr(kernels, name, None)
-    except Exception:  # ImportError, or Triton missing underneath
+    if importlib.util.find_spec("triton") is None:
         return None
+    return getattr(importlib.import_module(f"kernels.{name}"), name)
 
 
 def quantize_per_token_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +108,8 @@ class QuantLinearInt8(QuantLinearBase):
             y = int8_matmul(xq, self.qweight.t()) * xs * self.scale  # (M, N)
             return self._post(y.to(x.dtype).reshape(*lead, self.out_features))
         if x.is_cuda and (k := _kernel("matmul_w8a16")) is not None:
-            return self._post(k(x, self.qweight, self.scale))
+            x2, lead = _flat(x)  # the kernel takes (M, K)
+            return self._post(k(x2, self.qweight, self.scale).reshape(*lead, self.out_features))
         y = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
         return self._post(y)
 
@@ -150,8 +150,10 @@ class QuantLinearInt4(QuantLinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._pre(x)
-        if x.is_cuda and (k := _kernel("matmul_w4a16")) is not None:
-            return self._post(k(x, self.packed, self.scale.float(), self.zero.float(), self.group_size))
+        if x.is_cuda and (k := _kernel("matmul_w4a16")) is not None and self.group_size % 16 == 0:
+            x2, lead = _flat(x)  # the kernel takes (M, K)
+            y = k(x2, self.packed, self.scale.float(), self.zero.float(), self.group_size)
+            return self._post(y.reshape(*lead, self.out_features))
         return self._post(F.linear(x, self.dequantized_weight().to(x.dtype)))
 
     def extra_repr(self) -> str:

@@ -9,12 +9,13 @@ import torch
 from pydantic import Field
 
 from optimizers.base import Target, Technique, TechniqueConfig, Verdict
+from optimizers.quant.config import PeerConfig
+from optimizers.quant.peer import torchao_peer
 from optimizers.registry import register
 from optimizers.workloads.base import Workload
 
 
-class Int8DynamicConfig(TechniqueConfig):
-    include_lm_head: bool = Field(False, description="also quantize the output projection (lm_head); usually costs quality")
+class Int8DynamicConfig(PeerConfig):
     per_channel: bool = Field(True, description="one weight scale per output channel (else one per tensor)")
 
 
@@ -48,4 +49,5 @@ class Int8Dynamic(Technique):
         if not spec:
             raise ValueError("int8_dynamic found no nn.Linear layers to quantize in this model")
         qmodel = torch.ao.quantization.quantize_dynamic(model, qconfig_spec=spec, dtype=torch.qint8)
-        return workload.with_model(qmodel)
+        peers = {"torchao": torchao_peer(workload, self.name, config.include_lm_head).model} if config.compare_torchao else {}
+        return workload.with_model(qmodel, peers=peers)

@@ -3,12 +3,13 @@ the weight is upcast inside each call (gpt-fast ``WeightOnlyInt8Linear``)."""
 from __future__ import annotations
 
 from optimizers.base import Technique
-from optimizers.quant.config import QuantConfig
+from optimizers.quant.config import PeerConfig
+from optimizers.quant.peer import torchao_peer
 from optimizers.quant.modules import QuantLinearInt8, copy_model, default_predicate, replace_linears, require_linears
 from optimizers.registry import register
 
 
-class Int8WeightOnlyConfig(QuantConfig):
+class Int8WeightOnlyConfig(PeerConfig):
     pass
 
 
@@ -24,4 +25,5 @@ class Int8WeightOnly(Technique):
         pred = default_predicate(model, config.include_lm_head)
         require_linears(model, pred)
         swapped = replace_linears(model, pred, lambda n, lin: QuantLinearInt8.from_linear(lin))
-        return workload.with_model(model, quantized_layers=swapped)
+        peers = {"torchao": torchao_peer(workload, self.name, config.include_lm_head).model} if config.compare_torchao else {}
+        return workload.with_model(model, quantized_layers=swapped, peers=peers)

@@ -39,12 +39,14 @@ def test_run_succeeds_with_baseline_step_and_final_metrics(migrated_sqlite):
     assert step["metrics"]["stored_bytes"] < 0.6 * summary["baseline"]["stored_bytes"]  # observed 0.467
     assert step["metrics"]["top1_agreement"] > 0.8  # observed 0.93 on random weights
     assert summary["final"]["stored_bytes"] == step["metrics"]["stored_bytes"]
+    peer = step["peers"]["torchao"]  # torchao's int8 dynamic on the same model, same run, same baseline
+    assert peer["stored_bytes"] < summary["baseline"]["stored_bytes"] and peer["top1_agreement"] > 0.8
     assert summary["gates"][0]["metric"] == "perplexity"
     assert summary["environment"]["device"] == "cpu"
     # a second execution of the same run is a no-op (e.g. a redelivered message)
     assert pipeline.execute_run(run_id, worker="again") == "succeeded"
     with session_scope() as s:
-        assert s.scalar(sa.select(sa.func.count(Metric.id)).where(Metric.run_id == run_id, Metric.phase == "step")) == len(step["metrics"])
+        assert s.scalar(sa.select(sa.func.count(Metric.id)).where(Metric.run_id == run_id, Metric.phase == "step", Metric.variant == "")) == len(step["metrics"])
 
 
 def test_failing_step_fails_run_and_keeps_earlier_steps(migrated_sqlite, monkeypatch):

@@ -45,3 +45,12 @@ def test_measure_tiny_llama_reports_the_protocol():
     assert again.metrics["top1_agreement"] == 1.0
     assert again.metrics["perplexity"] == base.metrics["perplexity"]
     assert base.environment["device"] == "cpu" and base.environment["torch"].startswith("2.13")
+
+
+def test_stored_bytes_of_torchao_tensor_subclass():
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    m = torch.nn.Sequential(torch.nn.Linear(256, 128, bias=False))
+    quantize_(m, Int8WeightOnlyConfig())
+    n = stored_bytes(m)
+    assert 256 * 128 <= n <= 256 * 128 + 128 * 8  # int8 weights plus per-row scales; observed 33,408
