@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline.execute_run(run_id, worker=f"cli:{os.uname().nodename}")
     with session_scope() as s:
         summary = queries.run_summary(queries.get_run(s, run_id))
+    summary["artifacts"] = pipeline.artifacts(run_id)
     if args.json:
         _print_json(summary)
     else:
@@ -91,6 +92,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     fid = {k for c in cols for k in c["metrics"] if k not in base}
     for name in sorted(fid):
         lines.append(f"{name:<24}{'—':>14}" + "".join(f"{c['metrics'].get(name, float('nan')):>18.5g}" for c in cols))
+    for path in summary.get("artifacts", []):
+        lines.append(f"artifact: {path}")
     for g in summary.get("gates", []):
         lines.append(f"expect {'—   ' if g['ok'] is None else ('ok  ' if g['ok'] else 'MISS')} {g['detail']}")
     return "\n".join(lines)

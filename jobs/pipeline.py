@@ -25,6 +25,33 @@ class Cancelled(Exception):
     pass
 
 
+def artifact_dir(run_id: int) -> Path:
+    """Files a run leaves behind (e.g. an exported checkpoint): <data dir>/artifacts/run-<id>."""
+    from db.session import data_dir
+
+    return data_dir() / "artifacts" / f"run-{run_id}"
+
+
+def artifacts(run_id: int) -> list[str]:
+    """The folders a run's steps wrote (e.g. ``compressed-tensors``), as paths."""
+    d = artifact_dir(run_id)
+    return sorted(str(p) for p in d.iterdir()) if d.is_dir() else []
+
+
+def artifact_zip(path: str) -> bytes:
+    """One artifact folder as a zip, for download."""
+    import io
+    import zipfile
+
+    root = Path(path)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(root.parent))
+    return buf.getvalue()
+
+
 # ---------------------------------------------------------------- submission
 
 def validate_request(playbook: Playbook | dict[str, Any], workload: str, device: str) -> Playbook:
@@ -220,6 +247,7 @@ def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, hb: _He
     from optimizers.workloads import load_workload
 
     current = load_workload(workload_name, device)
+    current.meta["artifact_dir"] = str(artifact_dir(run_id))  # where steps may write files (exports)
     baseline = measure(current)
     with session_scope() as s:
         queries.write_metrics(s, run_id, "baseline", baseline.metrics)

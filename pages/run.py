@@ -91,6 +91,12 @@ def show() -> None:
     if summary["status"] in FINAL_STATUSES:
         with session_scope() as s:
             deltas = {m: step_deltas(s, run_id, m) for m in ("stored_bytes", "latency_ms", "perplexity", "accuracy")}
+        from jobs.pipeline import artifact_zip, artifacts
+
+        for path in artifacts(run_id):
+            name = path.rsplit("/", 1)[-1]
+            st.download_button(f"Download {name} (zip)", data=artifact_zip(path), file_name=f"run-{run_id}-{name}.zip",
+                               mime="application/zip", key=f"art-{name}")
         c1, c2 = st.columns(2)
         c1.download_button("Download run JSON", data=json.dumps(summary, indent=2, default=str), file_name=f"run-{run_id}.json")
         c2.download_button("Download HTML report", data=run_report_html(summary, deltas), file_name=f"run-{run_id}.html",

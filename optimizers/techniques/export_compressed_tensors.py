@@ -1,0 +1,47 @@
+"""Export step: write the current (quantized) LM as a compressed-tensors checkpoint — the
+format vLLM loads — reload it with that package and check the weights round-trip exactly.
+The model is unchanged, so the step records its own figures instead of a re-measurement."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pydantic import Field
+
+from optimizers.base import Technique, TechniqueConfig
+from optimizers.registry import register
+from optimizers.workloads.base import Workload
+
+
+class ExportCompressedTensorsConfig(TechniqueConfig):
+    out_dir: str | None = Field(None, description="where to write the checkpoint; default: the run's artifact folder")
+    verify: bool = Field(True, description="reload the checkpoint with compressed-tensors and check every weight round-trips")
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@register
+class ExportCompressedTensors(Technique):
+    name = "export_compressed_tensors"
+    family = "export"
+    summary = "save a quantized LM in the compressed-tensors format (loadable by vLLM), verified by reloading"
+    Config = ExportCompressedTensorsConfig
+    tasks = frozenset({"causal_lm"})
+    lossless = True
+
+    def apply(self, workload: Workload, config: ExportCompressedTensorsConfig) -> Workload:
+        from optimizers.export import check_round_trip, export_compressed_tensors, reload
+
+        base = Path(config.out_dir or workload.meta.get("artifact_dir") or tempfile.mkdtemp(prefix="speedbook-export-"))
+        out = base / "compressed-tensors"
+        path = export_compressed_tensors(workload.model, out, workload.tokenizer)
+        figures = {"export_bytes": float(_dir_bytes(path))}
+        notes = [f"compressed-tensors checkpoint written to {path}"]
+        if config.verify:
+            errs = check_round_trip(workload.model, reload(path))
+            figures["export_max_abs_weight_diff"] = max(errs.values(), default=0.0)
+            notes.append(f"reloaded with compressed-tensors: {len(errs)} quantized layers, weights round-trip exactly")
+        artifacts = [*workload.meta.get("artifacts", []), str(path)]
+        return workload.with_model(workload.model, check_only_metrics=figures, step_notes=notes, artifacts=artifacts)
