@@ -315,27 +315,22 @@ def _generate_speed(wl: Workload, prompt: torch.Tensor, repeats: int) -> dict[st
     return out
 
 
-def mean_pool_embed(model: torch.nn.Module, tokenizer: Any, sentences: list[str], batch_size: int, device: str) -> torch.Tensor:
-    """Sentence embeddings as sentence-transformers computes them: mean of token states
-    over the attention mask, then L2-normalised. Returns (N, D) float32 on CPU."""
-    outs = []
+def mean_pool_embed(model: torch.nn.Module, tokenizer: Any, sentences: list[str], batch_size: int) -> torch.Tensor:
+    """Sentence embeddings as sentence-transformers computes them (mean over the attention
+    mask, L2-normalised): the encoder workloads' own function, one implementation."""
+    from optimizers.workloads.minilm import embed
+
     with torch.inference_mode():
-        for i in range(0, len(sentences), batch_size):
-            enc = tokenizer(sentences[i : i + batch_size], padding=True, truncation=True, return_tensors="pt").to(device)
-            hidden = model(**enc).last_hidden_state.float()  # (b, T, D)
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            outs.append(torch.nn.functional.normalize(emb, dim=-1).cpu())
-    return torch.cat(outs)
+        return embed(model, tokenizer, sentences, batch_size)
 
 
 def _encoder(wl: Workload, reference: Measurement | None, s: SpeedSettings, speed: bool):
     ev: EncoderEval = wl.eval  # type: ignore[assignment]
-    emb = mean_pool_embed(wl.model, wl.tokenizer, ev.sentences, ev.batch_size, wl.device)
+    emb = mean_pool_embed(wl.model, wl.tokenizer, ev.sentences, ev.batch_size)
     out: dict[str, float] = {}
     if ev.pairs:
-        a = mean_pool_embed(wl.model, wl.tokenizer, [p[0] for p in ev.pairs], ev.batch_size, wl.device)
-        b = mean_pool_embed(wl.model, wl.tokenizer, [p[1] for p in ev.pairs], ev.batch_size, wl.device)
+        a = mean_pool_embed(wl.model, wl.tokenizer, [p[0] for p in ev.pairs], ev.batch_size)
+        b = mean_pool_embed(wl.model, wl.tokenizer, [p[1] for p in ev.pairs], ev.batch_size)
         gold = torch.tensor([p[2] for p in ev.pairs])
         out["pair_spearman"] = M.spearman((a * b).sum(-1), gold)
     if reference is not None and reference.outputs is not None:

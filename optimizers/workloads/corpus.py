@@ -1,0 +1,52 @@
+"""The reference LMs' corpus: the Python standard library's own ``.py`` sources, present on
+every machine that runs Speedbook. Split by file (never by line, so no file leaks across
+splits) with a hash of the relative path: the split is the same on every machine and run."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sysconfig
+from functools import lru_cache
+from pathlib import Path
+
+SPLITS = ("train", "validation", "test")
+_EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def split_of(rel_path: str) -> str:
+    """``train`` (~90 %), ``validation`` (~5 %) or ``test`` (~5 %), from sha1 of the relative path."""
+    bucket = int(hashlib.sha1(rel_path.encode("utf-8")).hexdigest()[:8], 16) % 100
+    return "train" if bucket < 90 else "validation" if bucket < 95 else "test"
+
+
+def stdlib_files(root: Path | None = None) -> list[str]:
+    """Sorted relative POSIX paths of the stdlib's .py files, without tests and site-packages."""
+    return list(_stdlib_files(str(root or stdlib_root())))
+
+
+@lru_cache(maxsize=4)
+def _stdlib_files(root: str) -> tuple[str, ...]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _EXCLUDED_DIRS]  # never descend into them
+        rel_dir = os.path.relpath(dirpath, root)
+        for f in filenames:
+            if f.endswith(".py"):
+                out.append(Path(rel_dir, f).as_posix().removeprefix("./"))
+    return tuple(sorted(out))
+
+
+def split_files(split: str, root: Path | None = None) -> list[str]:
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}; choose one of {SPLITS}")
+    return [f for f in stdlib_files(root) if split_of(f) == split]
+
+
+def read_split(split: str, root: Path | None = None) -> list[str]:
+    """The text of every file in ``split`` (sorted by path; undecodable bytes replaced)."""
+    root = root or stdlib_root()
+    return [(root / f).read_text(encoding="utf-8", errors="replace") for f in split_files(split, root)]

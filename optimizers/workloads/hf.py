@@ -1,0 +1,164 @@
+"""Any Hugging Face model id or local directory as a workload: causal LM or encoder, inferred
+from its config. Safetensors only (pickle checkpoints can run code when loaded) and
+``trust_remote_code`` off unless the caller turns it on. Every refusal is a WorkloadError
+that says what is wrong and what to do, never a traceback from deep inside transformers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from optimizers.workloads.base import EncoderEval, LMEval, Workload, WorkloadError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+EVAL_TOKENS = 65536
+CALIB_BATCHES, CALIB_LEN = 32, 256
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _resolve(name_or_path: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, is_local). Refuses a local path that does not exist."""
+    expanded = Path(os.path.expanduser(name_or_path))
+    if expanded.exists():
+        if not expanded.is_dir():
+            raise WorkloadError(f"{name_or_path!r} is a file; give the model directory (config.json + *.safetensors)")
+        return str(expanded.resolve()), True
+    if name_or_path.startswith((".", "~", "/")) or name_or_path.count("/") > 1:
+        raise WorkloadError(f"no model directory at {str(expanded)!r}; check the path (it should hold config.json and *.safetensors)")
+    return name_or_path, False
+
+
+def _check_local_files(path: str) -> None:
+    files = [p.name for p in Path(path).iterdir()]
+    if "config.json" not in files:
+        raise WorkloadError(f"{path} has no config.json; it is not a Hugging Face model directory")
+    if not any(f.endswith(".safetensors") or f == "model.safetensors.index.json" for f in files):
+        pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+        what = f"only pickle checkpoints ({', '.join(pickles)})" if pickles else "no weights"
+        raise WorkloadError(
+            f"{path} has {what}; Speedbook loads safetensors only (pickles can run code when loaded). "
+            "Convert it once where you trust it: model.save_pretrained(dir, safe_serialization=True)"
+        )
+
+
+def _hub_error(name: str, err: Exception) -> WorkloadError:
+    msg = str(err)
+    low = msg.lower()
+    if "safetensors" in low and ("bin" in low or "not found" in low or "does not appear" in low or "no file" in low):
+        return WorkloadError(
+            f"{name!r} has no safetensors weights (only pickle checkpoints); Speedbook loads safetensors only. "
+            "Pick a revision or mirror that ships model.safetensors"
+        )
+    if _offline() or "offline" in low or "connect" in low or "resolve" in low or "network" in low:
+        return WorkloadError(
+            f"cannot load {name!r}: this machine is offline (HF_HUB_OFFLINE) or cannot reach the Hugging Face Hub, "
+            "and the model is not in the local cache. Use a built-in workload (ref-lm, minilm, digits-cnn) or a "
+            "local directory with config.json and *.safetensors"
+        )
+    if "not a valid model identifier" in low or "repository not found" in low or "404" in low:
+        return WorkloadError(f"{name!r} is not a model on the Hugging Face Hub (or it is private/gated); check the id")
+    return WorkloadError(f"cannot load {name!r}: {msg.splitlines()[0] if msg else type(err).__name__}")
+
+
+def _config(src: str, name: str, trust_remote_code: bool, local_only: bool):
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code, local_files_only=local_only)
+    except ValueError as e:  # unknown model_type, or custom code without trust_remote_code
+        low = str(e).lower()
+        if "trust_remote_code" in low:
+            raise WorkloadError(
+                f"{name!r} needs its own Python code (trust_remote_code); Speedbook keeps it off unless a "
+                "playbook explicitly turns it on"
+            ) from None
+        raise WorkloadError(
+            f"{name!r}: transformers does not know this architecture ({str(e).splitlines()[0]}); "
+            "upgrade transformers or pick a supported model"
+        ) from None
+    except (OSError, KeyError) as e:
+        raise _hub_error(name, e) from None
+    if getattr(cfg, "auto_map", None) and not trust_remote_code:
+        raise WorkloadError(
+            f"{name!r} maps to custom code (auto_map in config.json); Speedbook keeps trust_remote_code off unless "
+            "a playbook explicitly turns it on"
+        )
+    return cfg
+
+
+def infer_task(cfg) -> str:
+    """``causal_lm`` when the config names a *ForCausalLM architecture or its type has one, else ``encoder``."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    archs = getattr(cfg, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs):
+        return "causal_lm"
+    if archs:
+        return "encoder"
+    return "causal_lm" if cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else "encoder"
+
+
+def _lm_data(tokenizer) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Held-out tokens (stdlib test split) and calibration windows (train split) in this model's tokenizer."""
+    from optimizers.workloads import corpus
+
+    def stream(split: str, limit: int) -> torch.Tensor:
+        ids: list[int] = []
+        for text in corpus.read_split(split):
+            ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if tokenizer.eos_token_id is not None:
+                ids.append(tokenizer.eos_token_id)
+            if len(ids) >= limit:
+                break
+        return torch.tensor(ids[:limit], dtype=torch.int64)
+
+    test = stream("test", EVAL_TOKENS)
+    train = stream("train", CALIB_BATCHES * CALIB_LEN)
+    calib = [train[i : i + CALIB_LEN].unsqueeze(0) for i in range(0, len(train) - CALIB_LEN + 1, CALIB_LEN)]
+    return test, calib
+
+
+def load_hf(name_or_path: str, device: str = "cpu", trust_remote_code: bool = False) -> Workload:
+    """A workload from a local model directory or a Hugging Face id (safetensors only)."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    src, local = _resolve(name_or_path)
+    if local:
+        _check_local_files(src)
+    local_only = local or _offline()
+    cfg = _config(src, name_or_path, trust_remote_code, local_only)
+    task = infer_task(cfg)
+    auto = AutoModelForCausalLM if task == "causal_lm" else AutoModel
+    kwargs = dict(dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code, local_files_only=local_only)
+    try:
+        model = auto.from_pretrained(src, attn_implementation="sdpa", **kwargs)
+    except (ValueError, TypeError) as e:
+        if "sdpa" not in str(e).lower() and "attn_implementation" not in str(e).lower():
+            raise WorkloadError(f"{name_or_path!r}: cannot build the model ({str(e).splitlines()[0]})") from None
+        model = auto.from_pretrained(src, **kwargs)  # architecture without SDPA support
+    except (OSError, EnvironmentError) as e:
+        raise _hub_error(name_or_path, e) from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, local_files_only=local_only)
+    except (OSError, ValueError) as e:
+        raise WorkloadError(f"{name_or_path!r} has no usable tokenizer ({str(e).splitlines()[0]})") from None
+    model = model.to(device).eval()
+    meta = {"config": cfg.to_dict(), "family": cfg.model_type, "source": name_or_path, "trust_remote_code": trust_remote_code}
+    if task == "causal_lm":
+        test, calib = _lm_data(tokenizer)
+        ev = LMEval(token_ids=test, window=256, stride=256, max_windows=64)
+    else:
+        from optimizers.workloads.minilm import calibration_batches, eval_set
+
+        data = eval_set()
+        ev = EncoderEval(sentences=data["sentences"], pairs=[tuple(p) for p in data["pairs"]])
+        calib = calibration_batches(tokenizer, data["calibration"])
+        meta.update(pooling="mean", normalize=True, embed="optimizers.workloads.minilm:embed")
+    name = Path(src).name if local else name_or_path
+    return Workload(name=name, task=task, model=model, eval=ev, calibration=calib, tokenizer=tokenizer, device=device, meta=meta)
