@@ -248,6 +248,8 @@ def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, hb: _He
 
     current = load_workload(workload_name, device)
     current.meta["artifact_dir"] = str(artifact_dir(run_id))  # where steps may write files (exports)
+    measure(current, memory=False)  # discarded: the process's first-use costs must not inflate the baseline
+    hb.check()
     baseline = measure(current)
     with session_scope() as s:
         queries.write_metrics(s, run_id, "baseline", baseline.metrics)

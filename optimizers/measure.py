@@ -26,15 +26,18 @@ class Measurement:
 
 @dataclass(frozen=True)
 class SpeedSettings:
-    warmup: int = 2
+    warmup: int = 3
     repeats: int = 7
+    min_time_s: float = 1.0  # keep repeating short calls until this much was timed (max 200 calls)
 
     @classmethod
     def from_env(cls) -> "SpeedSettings":
-        """``SPEEDBOOK_WARMUP`` / ``SPEEDBOOK_REPEATS`` override the defaults (tests use few)."""
+        """``SPEEDBOOK_WARMUP`` / ``SPEEDBOOK_REPEATS`` / ``SPEEDBOOK_MIN_TIME_S`` override the
+        defaults (tests use few: they check correctness, never wall-clock)."""
         return cls(
             warmup=int(os.environ.get("SPEEDBOOK_WARMUP", cls.warmup)),
             repeats=max(2, int(os.environ.get("SPEEDBOOK_REPEATS", cls.repeats))),
+            min_time_s=float(os.environ.get("SPEEDBOOK_MIN_TIME_S", cls.min_time_s)),
         )
 
 
@@ -88,8 +91,8 @@ def time_call(fn: Callable[[], Any], settings: SpeedSettings, device: str) -> li
     for _ in range(settings.warmup):
         fn()
     sync()
-    times = []
-    for _ in range(settings.repeats):
+    times: list[float] = []
+    while len(times) < settings.repeats or (sum(times) < settings.min_time_s * 1e3 and len(times) < 200):
         t0 = time.perf_counter()
         fn()
         sync()
@@ -262,7 +265,10 @@ def _lm_speed(wl: Workload, s: SpeedSettings) -> tuple[dict[str, float], Callabl
     sync = torch.cuda.synchronize if wl.device.startswith("cuda") else (lambda: None)
     pre_ms, spread = median_and_spread(time_call(prefill, s, wl.device))
     decode_ms()  # warm-up
-    dec_ms = statistics.median(decode_ms() for _ in range(max(3, s.repeats // 2)))
+    dec_times = [decode_ms() for _ in range(max(3, s.repeats // 2))]
+    while sum(dec_times) < s.min_time_s * 1e3 and len(dec_times) < 50:
+        dec_times.append(decode_ms())
+    dec_ms = statistics.median(dec_times)
     out = {
         "latency_ms": pre_ms,
         "latency_spread_ms": spread,

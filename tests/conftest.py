@@ -20,6 +20,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU here: Triton fixes the 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("SPEEDBOOK_WARMUP", "1")  # tests check correctness, never wall-clock: few repeats
 os.environ.setdefault("SPEEDBOOK_REPEATS", "3")
+os.environ.setdefault("SPEEDBOOK_MIN_TIME_S", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("SPEEDBOOK_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
