@@ -173,6 +173,14 @@ def cmd_train(args) -> None:
     nval = min(args.val_windows, len(val) // args.seq)
     val_windows = val[: nval * args.seq].view(nval, args.seq)  # (Nv, T) fixed
     model = build_model(args.model, len(tok), tok.eos_token_id)
+    before = {}
+    if args.init_from:  # continue training saved weights (e.g. the committed ones) instead of a fresh init
+        from safetensors.torch import load_file
+
+        src = Path(args.init_from)
+        model.load_state_dict({k: v.float() for k, v in load_file(src / "model.safetensors").items()}, strict=True)
+        info_file = src / "train_info.json"
+        before = json.loads(info_file.read_text()) if info_file.exists() else {}
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {n_params / 1e6:.2f} M params, train stream {len(train):,} tokens, "
@@ -188,6 +196,9 @@ def cmd_train(args) -> None:
     budget_s = args.minutes * 60
     t0 = time.time()
     step, tokens, best, last_eval, history = 0, 0, float("inf"), t0, []
+    if args.init_from:
+        best = mean_loss(model, val_windows)  # only an improvement on the loaded weights is saved
+        print(f"continuing from {args.init_from}: val_loss {best:.4f}", flush=True)
     while True:
         elapsed = time.time() - t0
         progress = step / args.steps if args.steps else elapsed / budget_s
@@ -219,6 +230,10 @@ def cmd_train(args) -> None:
         "threads": args.threads, "best_val_loss": round(best, 4), "best_val_ppl": round(math.exp(best), 3),
         "val_history": history, "train_stream_tokens": len(train),
     }
+    if args.init_from:  # cumulative figures over both sessions of training
+        train_info["continued"] = {"from": str(args.init_from), "earlier_steps": before.get("steps"),
+                                   "earlier_tokens_seen": before.get("tokens_seen"),
+                                   "earlier_train_seconds": before.get("train_seconds"), "earlier_lr": before.get("lr")}
     (out / "train_info.json").write_text(json.dumps(train_info, indent=1))
     print(json.dumps({k: v for k, v in train_info.items() if k != "val_history"}), flush=True)
 
@@ -320,6 +335,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--init-from", default=None, help="continue training the model saved in this directory")
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--warmup", type=float, default=0.03, help="fraction of the budget spent warming up")
     ap.add_argument("--minutes", type=float, default=75.0, help="wall-clock budget (ignored with --steps)")
