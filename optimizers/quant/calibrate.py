@@ -222,3 +222,14 @@ def is_norm(m: nn.Module) -> bool:
     cls = type(m).__name__
     w = getattr(m, "weight", None)
     return "Norm" in cls and "Batch" not in cls and isinstance(w, torch.Tensor) and w.dim() == 1
+
+
+def calibrated_copy(workload: Any, technique: str, include_lm_head: bool = False):
+    """The prologue every calibrated quantizer shares: calibration present, a deep copy of the
+    model, the Linear filter, and the Linears it selects → (model, predicate, {name: Linear})."""
+    from optimizers.quant.modules import copy_model, default_predicate, require_linears
+
+    require_calibration(workload.calibration, technique)
+    model = copy_model(workload.model)
+    pred = default_predicate(model, include_lm_head)
+    return model, pred, require_linears(model, pred)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from optimizers.base import Technique
-from optimizers.quant.calibrate import require_calibration
+from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import GroupConfig, check_bits_field
 from optimizers.quant.gptq import gptq_model
-from optimizers.quant.modules import check_group_size, copy_model, default_predicate, require_linears
+from optimizers.quant.modules import check_group_size
 from optimizers.registry import register
 
 
@@ -40,9 +40,7 @@ class Gptq(Technique):
     needs_calibration = True
 
     def apply(self, workload, config):
-        require_calibration(workload.calibration, self.name)
-        model = copy_model(workload.model)
-        linears = require_linears(model, default_predicate(model, config.include_lm_head))
+        model, _, linears = calibrated_copy(workload, self.name, config.include_lm_head)
         check_group_size(linears, config.group_size)
         errors = gptq_model(model, list(linears), workload.calibration, config.bits, config.group_size,
                             config.act_order, config.damp, config.symmetric, config.block_size)

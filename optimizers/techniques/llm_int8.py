@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from optimizers.base import Technique
-from optimizers.quant.calibrate import channel_absmax, require_calibration
+from optimizers.quant.calibrate import channel_absmax, calibrated_copy
 from optimizers.quant.config import QuantConfig
 from optimizers.quant.mixed import QuantLinearLLMInt8, outlier_columns
-from optimizers.quant.modules import copy_model, default_predicate, replace_linears, require_linears
+from optimizers.quant.modules import replace_linears
 from optimizers.registry import register
 
 
@@ -32,10 +32,8 @@ class LlmInt8(Technique):
     needs_calibration = True
 
     def apply(self, workload, config):
-        require_calibration(workload.calibration, self.name)
-        model = copy_model(workload.model)
-        pred = default_predicate(model, config.include_lm_head)
-        names = list(require_linears(model, pred))
+        model, pred, linears = calibrated_copy(workload, self.name, config.include_lm_head)
+        names = list(linears)
         act = channel_absmax(model, names, workload.calibration)
         outliers = {n: outlier_columns(act[n], config.threshold) for n in names}
         replace_linears(model, pred, lambda n, lin: QuantLinearLLMInt8(lin.weight, outliers[n], lin.bias))

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from optimizers.base import Technique
-from optimizers.quant.calibrate import require_calibration
+from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import GroupConfig, check_bits_field
-from optimizers.quant.modules import (QuantLinearInt4, QuantLinearInt8, check_group_size, copy_model,
-                                      default_predicate, replace_linears, require_linears)
+from optimizers.quant.modules import QuantLinearInt4, QuantLinearInt8, check_group_size, replace_linears
 from optimizers.quant.qat import FakeQuantLinear, train_fake_quant
 from optimizers.registry import register
 
@@ -41,10 +40,7 @@ class Qat(Technique):
     needs_calibration = True
 
     def apply(self, workload, config):
-        require_calibration(workload.calibration, self.name)
-        model = copy_model(workload.model)
-        pred = default_predicate(model, config.include_lm_head)
-        linears = require_linears(model, pred)
+        model, pred, linears = calibrated_copy(workload, self.name, config.include_lm_head)
         if config.bits == 4:
             check_group_size(linears, config.group_size)
         replace_linears(model, pred, lambda n, lin: FakeQuantLinear.from_linear(

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from optimizers.base import Technique
-from optimizers.quant.calibrate import require_calibration
+from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import QuantConfig
-from optimizers.quant.modules import QuantLinearInt8, copy_model, default_predicate, replace_linears, require_linears
+from optimizers.quant.modules import QuantLinearInt8, replace_linears
 from optimizers.quant.smooth import smooth_model
 from optimizers.registry import register
 
@@ -34,10 +34,8 @@ class Smoothquant(Technique):
     needs_calibration = True
 
     def apply(self, workload, config):
-        require_calibration(workload.calibration, self.name)
-        model = copy_model(workload.model)
-        pred = default_predicate(model, config.include_lm_head)
-        names = list(require_linears(model, pred))
+        model, pred, linears = calibrated_copy(workload, self.name, config.include_lm_head)
+        names = list(linears)
         pending, report = smooth_model(model, names, workload.calibration, config.alpha, config.smooth_unfoldable)
 
         def factory(name, lin):
