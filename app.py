@@ -1,21 +1,27 @@
 """Speedbook's Streamlit entry: routes with st.navigation, nothing else. A share link
-(/?share=TOKEN) opens only the read-only shared view."""
+(/?share=TOKEN) opens only the read-only shared view; a signed-out visitor (when ``[auth]``
+is configured) gets a sign-in-only navigation, so no page URL reaches a page."""
 import streamlit as st
 
-from ui.auth import require_login
+from ui.auth import account_sidebar, sign_in_page, signed_in
 from ui.state import db_ready
 
 st.set_page_config(page_title="Speedbook", page_icon="⚡", layout="wide")
-db_ready()
 
 if "share" in st.query_params:
     from ui import shared_view
 
+    db_ready()
     token = st.query_params.get("share")
     st.navigation([st.Page(lambda: shared_view.render(token), title="Shared playbook", url_path="shared")], position="hidden").run()
     st.stop()
 
-require_login()
+if not signed_in():
+    st.navigation([st.Page(sign_in_page, title="Sign in", url_path="sign-in", default=True)], position="hidden").run()
+    st.stop()
+
+db_ready()
+account_sidebar()
 from ui.team import team_selector  # noqa: E402
 
 team_selector()

@@ -57,6 +57,8 @@ class Run(Base):
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     task_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    enqueued_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)  # last message published
+    enqueue_count: Mapped[int] = mapped_column(Integer, default=0)  # messages published (the sweeper re-sends)
     environment: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -132,6 +134,19 @@ class ShareLink(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class DeadLetter(Base):
+    """A task message a worker refused (malformed body, wrong shape, undecodable): acknowledged so it
+    cannot crash-loop the workers, and kept here with the reason and the first bytes as text."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    worker: Mapped[str] = mapped_column(String(200), default="")
+    task: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(Text)
+    excerpt: Mapped[str] = mapped_column(Text, default="")  # the body's first 500 characters, never executed
 
 
 class DeviceCeiling(Base):

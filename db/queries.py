@@ -8,7 +8,7 @@ from typing import Any, Iterable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import FINAL_STATUSES, Metric, Playbook, Run, StepResult, Team, Worker, utcnow
+from db.models import FINAL_STATUSES, DeadLetter, Metric, Playbook, Run, StepResult, Team, Worker, utcnow
 
 DEFAULT_TEAM_ID = 1
 
@@ -58,10 +58,11 @@ def claim_run(s: Session, run_id: int, worker: str) -> bool:
 
 
 def heartbeat(s: Session, run_id: int) -> bool:
-    """Touch the heartbeat; returns whether a cancel was requested."""
-    s.execute(update(Run).where(Run.id == run_id, Run.status == "running").values(heartbeat_at=utcnow()))
+    """Touch the heartbeat; returns whether the worker should stop: a cancel was requested, or the
+    run is no longer running (reaped, or ended by a watchdog) and nothing more may be written."""
+    touched = s.execute(update(Run).where(Run.id == run_id, Run.status == "running").values(heartbeat_at=utcnow()))
     s.commit()
-    return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+    return touched.rowcount != 1 or bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 
 
 def write_metrics(
@@ -87,29 +88,39 @@ def write_metrics(
         )
 
 
-def finish_run(s: Session, run_id: int, status: str, error: str | None = None) -> None:
+def finish_run(s: Session, run_id: int, status: str, error: str | None = None, *,
+               expect: tuple[str, ...] = ("running",)) -> bool:
+    """Compare-and-set to a terminal status: only from one of ``expect`` (queued → running →
+    terminal), so no terminal status is ever overwritten. Returns whether this call won."""
     assert status in FINAL_STATUSES, status
-    s.execute(update(Run).where(Run.id == run_id).values(status=status, error=error, finished_at=utcnow()))
+    res = s.execute(
+        update(Run).where(Run.id == run_id, Run.status.in_(expect)).values(status=status, error=error, finished_at=utcnow())
+    )
+    if res.rowcount != 1:
+        return False
     if status != "succeeded":
         s.execute(
             update(StepResult)
             .where(StepResult.run_id == run_id, StepResult.status == "running")
             .values(status="failed", error=error, finished_at=utcnow())
         )
+    return True
 
 
 def cancel_run(s: Session, run_id: int) -> str:
-    """Cancel a queued run at once, or ask a running one to stop at the next step boundary."""
-    run = s.get(Run, run_id)
-    if run is None:
-        raise KeyError(f"run {run_id} not found")
-    if run.status == "queued":
-        finish_run(s, run_id, "cancelled", "cancelled before it started")
+    """Cancel a queued run at once, or ask a running one to stop at the next step boundary. The
+    queued → cancelled change is a compare-and-set, so a worker's claim and a cancel never both win."""
+    if finish_run(s, run_id, "cancelled", "cancelled before it started", expect=("queued",)):
+        s.commit()
         return "cancelled"
-    if run.status == "running":
-        run.cancel_requested = True
+    res = s.execute(update(Run).where(Run.id == run_id, Run.status == "running").values(cancel_requested=True))
+    s.commit()
+    if res.rowcount == 1:
         return "cancel requested"
-    return f"already {run.status}"
+    status = s.scalar(select(Run.status).where(Run.id == run_id))
+    if status is None:
+        raise KeyError(f"run {run_id} not found")
+    return f"already {status}"
 
 
 def reap_stale_runs(s: Session, stale_after_s: float = 90.0, now: dt.datetime | None = None) -> list[int]:
@@ -117,6 +128,7 @@ def reap_stale_runs(s: Session, stale_after_s: float = 90.0, now: dt.datetime | 
     now = now or utcnow()
     cutoff = now - dt.timedelta(seconds=stale_after_s)
     stale = s.scalars(select(Run).where(Run.status == "running", Run.heartbeat_at < cutoff)).all()
+    reaped: list[int] = []
     for run in stale:
         age = (now - run.heartbeat_at).total_seconds() if run.heartbeat_at else float("inf")
         done = sum(1 for st in run.steps if st.status == "succeeded")
@@ -124,8 +136,9 @@ def reap_stale_runs(s: Session, stale_after_s: float = 90.0, now: dt.datetime | 
             f"worker {run.worker or '?'} stopped responding: no heartbeat for {age:.0f} s "
             f"(limit {stale_after_s:.0f} s); {done} of {len(run.steps)} steps had finished and keep their results"
         )
-        finish_run(s, run.id, "failed", msg)
-    return [r.id for r in stale]
+        if finish_run(s, run.id, "failed", msg):
+            reaped.append(run.id)
+    return reaped
 
 
 def list_runs(s: Session, *, team_id: int | None = None, limit: int = 200, offset: int = 0) -> list[Run]:
@@ -240,3 +253,11 @@ def runs_of_playbook(s: Session, playbook_id: int) -> list[Run]:
 
 def teams(s: Session) -> list[Team]:
     return list(s.scalars(select(Team).order_by(Team.id)).all())
+
+
+def add_dead_letter(s: Session, *, worker: str, task: str, reason: str, excerpt: str) -> None:
+    s.add(DeadLetter(worker=worker, task=task, reason=reason, excerpt=excerpt))
+
+
+def dead_letters(s: Session, limit: int = 50) -> list[DeadLetter]:
+    return list(s.scalars(select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)).all())

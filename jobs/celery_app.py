@@ -9,8 +9,13 @@ from celery import Celery
 from kombu import Queue
 
 from db.session import data_dir
+from jobs.settings import time_limits
+from jobs.transports import transport_for
 
 QUEUES = ("cpu", "gpu")
+# publishing gives up within seconds on a dead or silent broker, so a submission fails fast
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+SOCKET_TIMEOUT_S = 5
 
 
 def broker_url() -> str:
@@ -23,23 +28,39 @@ def queue_for(device: str) -> str:
 
 
 def make_app() -> Celery:
-    app = Celery("speedbook", broker=broker_url(), include=["jobs.tasks"])
-    soft = int(os.environ.get("SPEEDBOOK_TASK_SOFT_LIMIT_S", "3600"))
+    url = broker_url()
+    guarded = transport_for(url)
+    if guarded and url.startswith("sqla+"):
+        url = url[len("sqla+"):]  # kombu would pick its own transport from the prefix; ours is set below
+    app = Celery("speedbook", broker=url, include=["jobs.tasks"])
+    soft, hard = time_limits()
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
         task_ignore_result=True,  # results live in the database, not in Celery
         worker_prefetch_multiplier=1,
-        task_acks_late=False,  # a crashed run is failed by the reaper, never silently re-run
+        # acknowledged after the run, so a killed worker's message comes back; the atomic claim
+        # turns a redelivered message into a no-op, so no run executes twice
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        broker_transport_options={
+            "visibility_timeout": int(hard) + 600,  # Redis: never hand a running run's message to another worker
+            "socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S,
+        } if url.startswith(("redis", "rediss")) else {},
+        broker_connection_timeout=SOCKET_TIMEOUT_S,
+        broker_connection_max_retries=int(os.environ.get("SPEEDBOOK_BROKER_RETRIES", "100")),
+        redis_socket_timeout=SOCKET_TIMEOUT_S,
         task_soft_time_limit=soft,
-        task_time_limit=soft + 60,
+        task_time_limit=hard,
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue="cpu",
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
+    if guarded:  # read and write URLs win over Celery's own reading of CELERY_BROKER_URL
+        app.conf.update(broker_transport=guarded, broker_read_url=url, broker_write_url=url)
     return app
 
 

@@ -113,14 +113,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     upgrade()
     queues = args.queues or ("gpu,cpu" if torch.cuda.is_available() else "cpu")
-    argv = ["worker", "-Q", queues, "--pool", args.pool, "--concurrency", "1", "--loglevel", args.loglevel,
-            "--without-gossip", "--without-mingle", "-n", args.name]
-    app.worker_main(argv)
-    return 0
+    worker = app.Worker(queues=queues.split(","), pool_cls=args.pool, concurrency=1, loglevel=args.loglevel,
+                        hostname=args.name, without_gossip=True, without_mingle=True)
+    worker.start()
+    return worker.exitcode or 0  # non-zero on an unrecoverable error, so supervisors restart the worker
 
 
 def streamlit_cmd(port: int, address: str = "127.0.0.1") -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.address", address,
+    return [sys.executable, "-m", "jobs.webserver", "run", str(ROOT / "app.py"), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 

@@ -6,19 +6,24 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select, update
+
 from db import queries
 from db.models import StepResult, utcnow
 from db.session import session_scope
+from jobs.settings import time_limits
 from playbooks.errors import PlaybookError
 from playbooks.schema import Playbook, parse_playbook
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = float(os.environ.get("SPEEDBOOK_HEARTBEAT_S", "5"))
 DEVICES = ("cpu", "cuda")
+TIMED_OUT = "the run exceeded its time limit (SPEEDBOOK_TASK_SOFT_LIMIT_S)"
 
 
 class Cancelled(Exception):
@@ -83,43 +88,70 @@ def create_run(pb: Playbook, workload: str, device: str, *, team_id: int = queri
 
 
 def submit(pb: Playbook | dict[str, Any], workload: str, device: str = "cpu", **kw: Any) -> int:
-    """Validate, write the Run row and commit, then enqueue a task carrying only the id."""
-    from jobs.celery_app import queue_for
-    from jobs.tasks import run_playbook
+    """Validate, write the Run row and commit, then enqueue a task carrying only the id. A broker
+    that is down or silent fails the submission within seconds and the run ends ``failed``."""
+    from jobs.sweeper import send
 
     pb = validate_request(pb, workload, device)
     run_id = create_run(pb, workload, device, **kw)
+    with session_scope() as s:  # before publishing: a crash in between leaves a run the sweeper re-sends
+        s.execute(update(queries.Run).where(queries.Run.id == run_id).values(enqueued_at=utcnow(), enqueue_count=1))
     try:
-        res = run_playbook.apply_async(args=[run_id], queue=queue_for(device))
+        send(run_id, device)
     except Exception as err:  # broker unreachable: the run must not sit queued forever
         with session_scope() as s:
-            queries.finish_run(s, run_id, "failed", f"could not enqueue the run: {type(err).__name__}: {err}")
+            queries.finish_run(s, run_id, "failed", f"could not enqueue the run: {type(err).__name__}: {err}",
+                               expect=("queued",))
         raise
-    with session_scope() as s:
-        run = s.get(queries.Run, run_id)
-        if run is not None:
-            run.task_id = res.id
     return run_id
 
 
 # ---------------------------------------------------------------- execution
 
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` in another thread at its next Python bytecode (what Celery's soft limit
+    does by signal in the prefork pool; the solo and threads pools have no such limit)."""
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
 class _Heartbeat:
-    """Touches the run's heartbeat every few seconds and notices cancel requests."""
+    """Touches the run's heartbeat every few seconds, notices cancel requests and a run that is no
+    longer running (reaped), and is the watchdog of the time limit in every pool: past the soft
+    limit it raises SoftTimeLimitExceeded in the executing thread; past the hard limit it ends the
+    run ``timed_out`` itself (compare-and-set, so a late finish cannot overwrite it)."""
 
     def __init__(self, run_id: int) -> None:
         self.run_id, self.cancelled = run_id, threading.Event()
         self._stop = threading.Event()
+        self._owner = threading.get_ident()
+        self._started = time.monotonic()
+        soft, hard = time_limits()
+        self._soft, self._hard = soft, (soft + hard) / 2  # before the prefork pool's hard kill
+        self._raised = False
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
 
     def _loop(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(min(HEARTBEAT_S, max(self._soft / 4, 0.05))):
             try:
-                with session_scope() as s:
-                    if queries.heartbeat(s, self.run_id):
-                        self.cancelled.set()
+                self._tick()
             except Exception:
                 log.exception("heartbeat failed for run %s", self.run_id)
+
+    def _tick(self) -> None:
+        from celery.exceptions import SoftTimeLimitExceeded
+
+        elapsed = time.monotonic() - self._started
+        if elapsed > self._soft and not self._raised:
+            self._raised = True
+            _raise_in_thread(self._owner, SoftTimeLimitExceeded)
+        if elapsed > self._hard:
+            with session_scope() as s:
+                queries.finish_run(s, self.run_id, "timed_out", TIMED_OUT)
+        with session_scope() as s:
+            if queries.heartbeat(s, self.run_id):
+                self.cancelled.set()
 
     def __enter__(self) -> "_Heartbeat":
         self._thread.start()
@@ -218,23 +250,38 @@ def execute_run(run_id: int, worker: str = "local") -> str:
         run = queries.get_run(s, run_id)
         snapshot, workload_name, device = run.playbook_snapshot, run.workload, run.device
     status, error = "failed", None
-    step_index: int | None = None
     try:
         with _Heartbeat(run_id) as hb:
             status = _execute(run_id, Playbook.model_validate(snapshot), workload_name, device, hb)
     except Cancelled:
         status, error = "cancelled", "cancelled by request"
-    except Exception as err:
-        from celery.exceptions import SoftTimeLimitExceeded
-
-        if isinstance(err, SoftTimeLimitExceeded):
-            status, error = "timed_out", "the run exceeded its time limit (SPEEDBOOK_TASK_SOFT_LIMIT_S)"
-        else:
+    except BaseException as err:
+        if _timed_out(err):
+            status, error = "timed_out", TIMED_OUT
+        elif isinstance(err, Exception):
             status, error = "failed", _short_error(err)
             log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+        else:  # KeyboardInterrupt, SystemExit: end the run, then let the process go
+            with session_scope() as s:
+                queries.finish_run(s, run_id, "failed", f"the worker stopped: {type(err).__name__}")
+            raise
     with session_scope() as s:
-        queries.finish_run(s, run_id, status, error)
+        if not queries.finish_run(s, run_id, status, error):  # reaped, cancelled or timed out meanwhile
+            status = s.scalar(select(queries.Run.status).where(queries.Run.id == run_id)) or status
     return status
+
+
+def _timed_out(err: BaseException) -> bool:
+    """A soft time limit anywhere in the chain (a step wraps its error) ends the run timed_out."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, SoftTimeLimitExceeded):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _short_error(err: BaseException) -> str:

@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import socket
 
-from celery import signals
+from celery import Task, signals
 
 from jobs import kernel_lab, pipeline, workers
 from jobs.celery_app import app
 
 
-@app.task(name="speedbook.run_playbook")
+class GuardedTask(Task):
+    """Malformed messages become dead letters instead of stopping the worker (jobs.messages)."""
+
+    Strategy = "jobs.messages:guarded"
+
+
+@app.task(name="speedbook.run_playbook", base=GuardedTask)
 def run_playbook(run_id: int) -> str:
     return pipeline.execute_run(int(run_id), worker=run_playbook.request.hostname or socket.gethostname())
 
 
-@app.task(name="speedbook.kernel_bench")
+@app.task(name="speedbook.kernel_bench", base=GuardedTask)
 def kernel_bench(bench_id: int) -> str:
     return kernel_lab.execute(int(bench_id), worker=kernel_bench.request.hostname or socket.gethostname())
 

@@ -39,9 +39,14 @@ def register(name: str, queues: list[str]) -> None:
 
 
 def maintenance_once(name: str) -> list[int]:
+    """Touch this worker, reap runs whose heartbeat went stale, re-send lost messages (jobs.sweeper)."""
+    from jobs import sweeper
+
     with session_scope() as s:
         queries.touch_worker(s, name)
-        return queries.reap_stale_runs(s, stale_after_s=float(os.environ.get("SPEEDBOOK_STALE_AFTER_S", "90")))
+        reaped = queries.reap_stale_runs(s, stale_after_s=float(os.environ.get("SPEEDBOOK_STALE_AFTER_S", "90")))
+    sweeper.sweep()
+    return reaped
 
 
 def start_maintenance(name: str, queues: list[str]) -> threading.Thread:

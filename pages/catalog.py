@@ -4,7 +4,9 @@ import streamlit as st
 
 from playbooks import catalog
 from ui.format import md_escape
+from ui.state import page_ready
 
+page_ready()
 st.title("📖 Technique catalog")
 entries = catalog.entries()
 n_exec = sum(1 for e in entries if e.status == "executable")

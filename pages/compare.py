@@ -9,10 +9,10 @@ import yaml
 from db import queries
 from db.session import session_scope
 from ui.format import fmt_value
-from ui.state import db_ready
+from ui.state import page_ready
 from ui.team import current_team_id
 
-db_ready()
+page_ready()
 st.title("⚖️ Compare runs")
 team_id = current_team_id()
 with session_scope() as s:

@@ -9,10 +9,10 @@ from db.dashboard import PIVOT_METRICS, SORTABLE, RunFilter, filter_choices, run
 from db.session import session_scope
 from optimizers.metrics import spec
 from ui.charts import memory_bars, pareto_figure, quality_loss_pct, speedup, waterfall
-from ui.state import db_ready
+from ui.state import page_ready
 from ui.team import current_team_id
 
-db_ready()
+page_ready()
 st.title("📊 Dashboard")
 team_id = current_team_id()
 with session_scope() as s:

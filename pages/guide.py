@@ -12,10 +12,10 @@ from playbooks import constraints as C
 from playbooks import specs
 from playbooks.guide import recommend
 from ui.format import human_bytes, md_escape
-from ui.state import db_ready
+from ui.state import page_ready
 from ui.team import current_team_id
 
-db_ready()
+page_ready()
 st.title("🧭 Guide")
 st.caption("State your constraints; Speedbook walks the taxonomy's decision guide to a playbook. Figures here are estimated.")
 

@@ -8,10 +8,10 @@ from db import queries
 from db.session import session_scope
 from jobs import kernel_lab
 from kernels import KERNELS
-from ui.state import db_ready
+from ui.state import page_ready
 from ui.team import current_team_id
 
-db_ready()
+page_ready()
 st.title("🧪 Kernel lab")
 st.caption("GPU rows are timed (CUDA events, median) and placed under the device's measured ceilings; "
            "CPU rows run in Triton's interpreter and check correctness only — their times are not speed figures.")

@@ -5,10 +5,10 @@ import streamlit as st
 from db import queries
 from db.session import session_scope
 from playbooks.schema import library, load_playbook_text
-from ui.state import db_ready
+from ui.state import page_ready
 from ui.team import current_team_id
 
-db_ready()
+page_ready()
 team_id = current_team_id()
 st.title("🚀 New run")
 st.caption("Apply a playbook to a real model on a worker; every step is measured against the baseline.")

@@ -5,10 +5,10 @@ from db import queries, sharing
 from db.session import session_scope
 from playbooks.schema import load_playbook_text
 from ui.format import STATUS_ICON, md_escape
-from ui.state import db_ready
+from ui.state import page_ready
 from ui.team import current_team_id
 
-db_ready()
+page_ready()
 st.title("📚 Saved playbooks")
 team_id = current_team_id()
 

@@ -11,9 +11,9 @@ from db.session import session_scope
 from db.dashboard import step_deltas
 from ui.format import STATUS_ICON, duration, fmt_value, md_escape, metric_rows
 from ui.report import run_report_html
-from ui.state import db_ready
+from ui.state import page_ready
 
-db_ready()
+page_ready()
 raw = st.query_params.get("run", "")
 if not raw.isdigit():
     st.title("🔎 Run")

@@ -5,9 +5,9 @@ import streamlit as st
 from db import queries
 from db.session import session_scope
 from ui.format import STATUS_ICON, duration
-from ui.state import db_ready
+from ui.state import page_ready
 
-db_ready()
+page_ready()
 st.title("📋 Runs")
 
 

@@ -41,3 +41,18 @@ def test_optimizers_and_kernels_never_import_app_layers():
                     names = [node.module]
                 bad += [f"{f.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("db", "jobs", "streamlit", "pages")]
     assert not bad, bad
+
+
+def test_every_page_guards_sign_in_before_rendering():
+    """A deep link can run a page file without app.py (Streamlit's legacy multipage mode), so each
+    page's first statement after its imports must be ``page_ready()`` (sign-in guard, then DB)."""
+    bad = []
+    for f in sorted((ROOT / "pages").glob("*.py")):
+        body = [n for n in ast.parse(f.read_text()).body
+                if not isinstance(n, (ast.Import, ast.ImportFrom)) and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+        first = body[0] if body else None
+        ok = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Call)
+              and getattr(first.value.func, "id", None) == "page_ready")
+        if not ok:
+            bad.append(f.name)
+    assert not bad, f"pages whose first statement is not page_ready(): {bad}"
