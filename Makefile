@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 export SPEEDBOOK_DATA ?= $(CURDIR)/data
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench soak clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: install
 
 bench: install
 	$(PY) -m benchmarks
+
+# not in CI: 500 runs over 4 workers, a SIGKILL every 30 s, one Redis restart (scripts/soak.py)
+soak: install
+	$(PY) scripts/soak.py
 
 clean:
 	rm -rf $(VENV) data artifacts

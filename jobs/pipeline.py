@@ -23,6 +23,7 @@ from playbooks.schema import Playbook, parse_playbook
 log = logging.getLogger(__name__)
 HEARTBEAT_S = float(os.environ.get("SPEEDBOOK_HEARTBEAT_S", "5"))
 DEVICES = ("cpu", "cuda")
+MAX_WORKLOAD_CHARS = 500  # runs.workload is String(500)
 TIMED_OUT = "the run exceeded its time limit (SPEEDBOOK_TASK_SOFT_LIMIT_S)"
 
 
@@ -44,14 +45,22 @@ def artifacts(run_id: int) -> list[str]:
 
 
 def artifact_zip(path: str) -> bytes:
-    """One artifact folder as a zip, for download."""
+    """One artifact folder as a zip, for download. Only a folder inside the artifacts area, and
+    no symlink anywhere in it (a link could pull in any file the server can read)."""
     import io
     import zipfile
 
+    from db.session import data_dir
+
+    area = (data_dir() / "artifacts").resolve()
     root = Path(path)
+    if root.is_symlink() or area not in root.resolve().parents:
+        raise PlaybookError(f"{path!r} is not an artifact folder of a run")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in sorted(root.rglob("*")):
+            if f.is_symlink() or root.resolve() not in f.resolve().parents:
+                raise PlaybookError(f"artifact {f.name!r} is a link; artifacts are plain files only")
             if f.is_file():
                 zf.write(f, f.relative_to(root.parent))
     return buf.getvalue()
@@ -66,14 +75,23 @@ def validate_request(playbook: Playbook | dict[str, Any], workload: str, device:
     pb = playbook if isinstance(playbook, Playbook) else parse_playbook(playbook)
     if device not in DEVICES:
         raise PlaybookError(f"device={device!r} is not valid; choose one of {', '.join(DEVICES)}")
+    from optimizers.workloads.base import WorkloadError
+    from optimizers.workloads.hf import contained_path, looks_local
+
+    if not workload or len(workload) > MAX_WORKLOAD_CHARS:
+        raise PlaybookError(f"workload must be 1 to {MAX_WORKLOAD_CHARS} characters; got {len(workload)}")
     names = workload_names()
-    is_path_or_id = "/" in workload or workload.startswith((".", "~"))
-    if workload not in names and not is_path_or_id:
+    if workload in names:
+        return pb
+    if looks_local(workload):
+        try:
+            contained_path(workload)
+        except WorkloadError as err:
+            raise PlaybookError(str(err)) from None
+    elif "/" not in workload:
         raise PlaybookError(
             f"workload={workload!r} is unknown; choose one of {', '.join(names)}, a local model directory or a Hugging Face id"
         )
-    if workload.startswith((".", "/", "~")) and not Path(workload).expanduser().exists():
-        raise PlaybookError(f"workload path {workload!r} does not exist")
     return pb
 
 
@@ -246,7 +264,9 @@ def execute_run(run_id: int, worker: str = "local") -> str:
     with session_scope() as s:
         if not queries.claim_run(s, run_id, worker):
             run = s.get(queries.Run, run_id)
+            log.info("run %s not claimed (already %s): a duplicate message is a no-op", run_id, run.status if run else "missing")
             return run.status if run else "missing"
+        log.info("run %s claimed by %s", run_id, worker)
         run = queries.get_run(s, run_id)
         snapshot, workload_name, device = run.playbook_snapshot, run.workload, run.device
     status, error = "failed", None

@@ -11,7 +11,8 @@ import datetime as dt
 import json
 import logging
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from sqlalchemy import or_, select, update
 
@@ -33,7 +34,7 @@ def max_sends() -> int:
 def waiting_task_ids(app: Any, queue: str) -> set[str] | None:
     """Ids of the task messages waiting in ``queue``, read from the broker; None when this
     transport cannot be inspected (then nothing is re-sent)."""
-    with app.connection_for_write() as conn:
+    with _connection(app) as conn:
         channel = conn.default_channel
         if hasattr(channel, "client") and hasattr(channel.client, "lrange"):  # redis
             raw = channel.client.lrange(queue, 0, -1)
@@ -48,6 +49,14 @@ def waiting_task_ids(app: Any, queue: str) -> set[str] | None:
         except (ValueError, KeyError, TypeError):
             continue  # a broken envelope is the dead-letter path's business
     return ids
+
+
+@contextmanager
+def _connection(app: Any) -> Iterator[Any]:
+    """A broker connection that gives up after one retry (a page or a worker loop must not hang)."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
+        yield conn
 
 
 def _sqla_payloads(channel: Any, queue: str) -> list[str]:
@@ -67,10 +76,10 @@ def _sqla_payloads(channel: Any, queue: str) -> list[str]:
 def purge_delivered(app: Any, older_than_s: float) -> int:
     """The embedded SQLite broker keeps every delivered message (``visible = false``) forever;
     drop those older than the hard time limit plus margin (their runs have ended or been reaped)."""
-    with app.connection_for_write() as conn:
+    if not str(app.conf.broker_transport or "").endswith("SqlaTransport"):
+        return 0
+    with _connection(app) as conn:
         channel = conn.default_channel
-        if not hasattr(channel, "message_cls"):
-            return 0
         session, cls = channel.session, channel.message_cls
         try:
             cutoff = utcnow() - dt.timedelta(seconds=older_than_s)

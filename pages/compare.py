@@ -21,7 +21,7 @@ if len(recent) < 2:
     st.info("Compare needs at least two runs in this team.")
     st.stop()
 labels = dict(recent)
-preset = [int(x) for x in st.query_params.get("runs", "").split(",") if x.isdigit() and int(x) in labels][:6]
+preset = [int(x) for x in st.query_params.get("runs", "").split(",") if x.isascii() and x.isdigit() and int(x) in labels][:6]
 picked = st.multiselect("Runs (2 to 6; the first is the reference)", list(labels), default=preset, format_func=labels.get, max_selections=6)
 if len(picked) < 2:
     st.info("Pick at least two runs.")

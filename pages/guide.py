@@ -11,7 +11,7 @@ from db.session import session_scope
 from playbooks import constraints as C
 from playbooks import specs
 from playbooks.guide import recommend
-from ui.format import human_bytes, md_escape
+from ui.format import human_bytes, md_escape, user_error
 from ui.state import page_ready
 from ui.team import current_team_id
 
@@ -71,7 +71,7 @@ doc["hardware"] = {"cpu": True} if c["gpu"] == "CPU" else {"gpu": c["gpu"], "cou
 try:
     recs = recommend(doc, limit=5)
 except ValueError as err:
-    st.error(str(err))
+    st.error(user_error(err))
     st.stop()
 if not recs:
     st.warning("No playbook in the library serves these constraints. Try a looser accuracy tolerance or another goal.")

@@ -8,6 +8,7 @@ from db import queries
 from db.session import session_scope
 from jobs import kernel_lab
 from kernels import KERNELS
+from ui.format import user_error
 from ui.state import page_ready
 from ui.team import current_team_id
 
@@ -39,9 +40,9 @@ if st.button("Run", type="primary"):
     try:
         bench_id = kernel_lab.submit(kernel, params, dtype, device, team_id=team_id)
     except ValueError as err:
-        st.error(str(err))
+        st.error(user_error(err))
     except Exception as err:
-        st.error(f"Could not submit: {type(err).__name__}: {err}")
+        st.error(f"Could not submit: {user_error(err)}")
     else:
         st.success(f"Queued kernel benchmark #{bench_id}.")
 

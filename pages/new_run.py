@@ -5,6 +5,7 @@ import streamlit as st
 from db import queries
 from db.session import session_scope
 from playbooks.schema import library, load_playbook_text
+from ui.format import md_escape, user_error
 from ui.state import page_ready
 from ui.team import current_team_id
 
@@ -40,7 +41,7 @@ else:
         except ValueError as err:
             error = str(err)
 if error:
-    st.error(f"This playbook cannot run: {error}")
+    st.error(f"This playbook cannot run: {md_escape(error)}")
 
 from optimizers.workloads import workload_names  # noqa: E402  (after the page shell renders)
 
@@ -56,7 +57,7 @@ else:
     col2.warning(f"No live worker listens on the {'gpu' if device == 'cuda' else 'cpu'} queue; the run will wait.")
 
 if pb is not None:
-    with st.expander(f"Steps of “{pb.title}”", expanded=True):
+    with st.expander(f"Steps of “{md_escape(pb.title)}”", expanded=True):
         for i, step in enumerate(pb.steps, 1):
             st.text(f"{i}. {step.technique}  {step.params or ''}")
         if pb.expect:
@@ -67,10 +68,8 @@ if st.button("Run this playbook", type="primary", disabled=pb is None):
 
     try:
         run_id = pipeline.submit(pb, workload, device, team_id=team_id, playbook_id=playbook_id)
-    except ValueError as err:
-        st.error(str(err))
-    except Exception as err:  # broker down, database locked…: say what happened, no trace
-        st.error(f"Could not submit the run: {type(err).__name__}: {err}")
+    except Exception as err:  # bad input, broker down, database refused…: say what happened, no trace
+        st.error(f"Could not submit the run: {user_error(err)}")
     else:
         st.session_state.pop("handoff_playbook", None)
         st.session_state.pop("handoff_playbook_id", None)

@@ -4,7 +4,7 @@ import streamlit as st
 from db import queries, sharing
 from db.session import session_scope
 from playbooks.schema import load_playbook_text
-from ui.format import STATUS_ICON, md_escape
+from ui.format import STATUS_ICON, md_escape, user_error
 from ui.state import page_ready
 from ui.team import current_team_id
 
@@ -21,11 +21,16 @@ with st.expander("Import a playbook (YAML)"):
         try:
             pb = load_playbook_text(text)
         except ValueError as err:
-            st.error(f"Not saved: {err}")
+            st.error(f"Not saved: {user_error(err)}")
         else:
-            with session_scope() as s:
-                queries.save_playbook(s, name=pb.name, title=pb.title, yaml_text=pb.to_yaml(), team_id=team_id, origin="import")
-            st.success(f"Saved {pb.name}.")
+            try:
+                with session_scope() as s:
+                    queries.save_playbook(s, name=pb.name, title=pb.title, yaml_text=pb.to_yaml(), team_id=team_id,
+                                          origin="import")
+            except Exception as err:  # the database refused it: no SQL on the page
+                st.error(f"Not saved: {user_error(err)}")
+            else:
+                st.success(f"Saved {pb.name}.")
 
 with session_scope() as s:
     saved = [(p.id, p.name, p.title, p.yaml_text, p.origin, p.created_at) for p in queries.saved_playbooks(s, team_id)]

@@ -12,23 +12,25 @@ from db.dashboard import step_deltas
 from ui.format import STATUS_ICON, duration, fmt_value, md_escape, metric_rows
 from ui.report import run_report_html
 from ui.state import page_ready
+from ui.team import current_team_id
 
 page_ready()
 raw = st.query_params.get("run", "")
-if not raw.isdigit():
+if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
     st.title("🔎 Run")
     st.info("Pick a run on the **Runs** page.")
     st.stop()
 run_id = int(raw)
+team_id = current_team_id()
 
 
 @st.fragment(run_every=2)
 def show() -> None:
     with session_scope() as s:
         run = queries.get_run(s, run_id)
-        if run is None:
+        if run is None or run.team_id != team_id:  # another team's run is as absent as a missing one
             st.title("🔎 Run")
-            st.warning(f"Run {run_id} does not exist.")
+            st.warning(f"Run {run_id} does not exist in this team.")
             return
         summary = queries.run_summary(run)
         times = (run.created_at, run.started_at, run.finished_at)
@@ -95,7 +97,12 @@ def show() -> None:
 
         for path in artifacts(run_id):
             name = path.rsplit("/", 1)[-1]
-            st.download_button(f"Download {name} (zip)", data=artifact_zip(path), file_name=f"run-{run_id}-{name}.zip",
+            try:
+                data = artifact_zip(path)
+            except ValueError as err:
+                st.warning(md_escape(str(err)))
+                continue
+            st.download_button(f"Download {name} (zip)", data=data, file_name=f"run-{run_id}-{name}.zip",
                                mime="application/zip", key=f"art-{name}")
         c1, c2 = st.columns(2)
         c1.download_button("Download run JSON", data=json.dumps(summary, indent=2, default=str), file_name=f"run-{run_id}.json")

@@ -6,16 +6,20 @@ from db import queries
 from db.session import session_scope
 from ui.format import STATUS_ICON, duration
 from ui.state import page_ready
+from ui.team import current_team_id
 
 page_ready()
 st.title("📋 Runs")
+
+
+team_id = current_team_id()
 
 
 @st.fragment(run_every=2)
 def runs_table() -> None:
     with session_scope() as s:
         queries.reap_stale_runs(s)
-        runs = queries.list_runs(s, limit=200)
+        runs = queries.list_runs(s, team_id=team_id, limit=200)
         rows = [
             {
                 "id": r.id, "status": f"{STATUS_ICON.get(r.status, '')} {r.status}", "playbook": r.playbook_name,
@@ -33,4 +37,21 @@ def runs_table() -> None:
         st.switch_page("pages/run.py", query_params={"run": str(rows[selected[0]]["id"])})
 
 
+def maintenance() -> None:
+    """Re-send runs whose task message the broker lost (jobs.sweeper), and show refused messages."""
+    from jobs import sweeper
+
+    try:
+        sweeper.sweep()
+    except Exception:  # broker down: the submit path says so; this page still lists runs
+        st.caption("The broker cannot be reached right now; queued runs wait for it.")
+    with session_scope() as s:
+        letters = [(d.received_at, d.task, d.reason, d.excerpt) for d in queries.dead_letters(s)]
+    if letters:
+        with st.expander(f"Refused task messages ({len(letters)})"):
+            st.caption("Messages no worker could run (malformed or not JSON); acknowledged so they cannot stop a worker.")
+            st.dataframe(pd.DataFrame(letters, columns=["received", "task", "reason", "first bytes"]), hide_index=True)
+
+
 runs_table()
+maintenance()

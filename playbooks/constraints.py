@@ -9,12 +9,12 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from playbooks import specs
 from playbooks.errors import ConstraintError
 from playbooks.specs import HardwareSpec, ModelSpec
+from playbooks.yaml_limits import safe_yaml
 
 Goal = Literal["pretrain", "finetune", "serve", "edge"]
 Priority = Literal["latency", "throughput", "memory", "cost"]
@@ -193,11 +193,7 @@ def parse_constraints(data: Any) -> Constraints:
 
 def load_constraints_text(text: str) -> Constraints:
     """YAML or JSON text (JSON is YAML)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConstraintError(f"malformed YAML/JSON: {err}") from None
-    return parse_constraints(data)
+    return parse_constraints(safe_yaml(text, "constraints", ConstraintError))
 
 
 def load_constraints(source: str | Path | dict[str, Any] | Constraints) -> Constraints:

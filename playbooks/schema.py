@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from playbooks.errors import PlaybookError
+from playbooks.yaml_limits import safe_yaml
 
 LIBRARY_DIR = Path(__file__).parent / "library"
 
@@ -58,13 +59,13 @@ class Gate(BaseModel):
 
 class Playbook(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="slug, unique in the library")
-    title: str
-    source: str = Field("", description="where in the taxonomy this playbook comes from")
-    description: str = ""
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=100, description="slug, unique in the library")
+    title: str = Field(min_length=1, max_length=200, description="one line people read")
+    source: str = Field("", max_length=500, description="where in the taxonomy this playbook comes from")
+    description: str = Field("", max_length=10_000)
     when: dict[str, Any] = Field(default_factory=dict, description="the constraints this playbook serves")
-    steps: list[Step] = Field(min_length=1)
-    expect: list[Gate] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1, max_length=64)
+    expect: list[Gate] = Field(default_factory=list, max_length=64)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(exclude_defaults=False), sort_keys=False, allow_unicode=True)
@@ -114,11 +115,7 @@ def parse_playbook(data: Any) -> Playbook:
 
 
 def load_playbook_text(text: str) -> Playbook:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise PlaybookError(f"malformed YAML: {err}") from None
-    return parse_playbook(data)
+    return parse_playbook(safe_yaml(text, "playbook", PlaybookError))
 
 
 def load_playbook(path: str | Path) -> Playbook:

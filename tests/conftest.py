@@ -15,6 +15,7 @@ os.environ["SPEEDBOOK_DATA"] = str(_DATA)
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("CELERY_BROKER_URL", None)
 os.environ.pop("REDIS_URL", None)
+os.environ["SPEEDBOOK_MODEL_ROOTS"] = tempfile.gettempdir()  # tests' model directories live under tmp_path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU here: Triton fixes the mode at first import (torchao/peft import it)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

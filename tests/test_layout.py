@@ -24,6 +24,8 @@ def test_docker_compose_services():
     worker = doc["services"]["worker"]
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert doc["services"]["web"]["image"] == worker["image"]  # one image, two commands
+    assert worker["restart"] == "on-failure"  # a crashed worker comes back
+    assert "--appendonly" in doc["services"]["redis"]["command"] and "yes" in doc["services"]["redis"]["command"]
     if shutil.which("docker-compose"):  # Debian's docker-compose validates without an engine (.ci/run installs it)
         out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from optimizers.metrics import spec
@@ -68,9 +69,30 @@ def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 _MD_SPECIAL = "\\`*_{}[]<>()#+-.!|~$"
+_ZWSP = "\u200b"
+# GitHub-flavoured markdown turns bare URLs and e-mail addresses into links even when every
+# punctuation character is escaped; an invisible zero-width space breaks each trigger
+_AUTOLINK = re.compile(r"(?i)(?<=[a-z0-9])(?=://)|(?<=www)(?=\.)|(?=@)")
 
 
 def md_escape(text: str) -> str:
-    """Escape user text for Streamlit markdown (titles, headers), so names like
-    ``<img src=x onerror=…>`` or ``**bold**`` show exactly those characters."""
-    return "".join("\\" + c if c in _MD_SPECIAL else c for c in str(text))
+    """Escape user text for Streamlit markdown (titles, headers, alerts), so names like
+    ``<img src=x onerror=…>``, ``![x](http://…)`` or ``**bold**`` show exactly those characters
+    and no URL or address in it becomes a link."""
+    text = _AUTOLINK.sub(_ZWSP, str(text))
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
+def user_error(err: BaseException) -> str:
+    """What a page shows for an exception: a bad-input message as written (escaped), never a
+    database statement or its parameters, never a traceback; the details go to the server log."""
+    import logging
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(err, ValueError) and not isinstance(err, SQLAlchemyError):
+        return md_escape(str(err))
+    logging.getLogger("speedbook.ui").error("page error", exc_info=err)
+    if isinstance(err, SQLAlchemyError):
+        return "The database refused the request; the server log has the details."
+    return md_escape(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'see the server log'}")

@@ -28,8 +28,8 @@ def render(token: str) -> None:
     if not runs:
         st.info("This playbook has not been run yet.")
     for sm in runs:
-        with st.expander(f"{STATUS_ICON.get(sm['status'], '')} run {sm['run_id']} on {sm['workload']} — {sm['status']}"):
+        with st.expander(f"{STATUS_ICON.get(sm['status'], '')} run {sm['run_id']} on {md_escape(sm['workload'])} — {sm['status']}"):
             if sm["error"]:
-                st.error(sm["error"])
+                st.error(md_escape(sm["error"]))
             if sm["baseline"]:
                 st.dataframe(pd.DataFrame(metric_rows(sm)), hide_index=True)

@@ -14,7 +14,8 @@ from optimizers.workloads.base import Workload
 
 
 class ExportCompressedTensorsConfig(TechniqueConfig):
-    out_dir: str | None = Field(None, description="where to write the checkpoint; default: the run's artifact folder")
+    folder: str = Field("compressed-tensors", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                        description="sub-folder of the run's artifact folder (a name, never a path: files stay in the run's folder)")
     verify: bool = Field(True, description="reload the checkpoint with compressed-tensors and check every weight round-trips")
 
 
@@ -34,8 +35,8 @@ class ExportCompressedTensors(Technique):
     def apply(self, workload: Workload, config: ExportCompressedTensorsConfig) -> Workload:
         from optimizers.export import check_round_trip, export_compressed_tensors, reload
 
-        base = Path(config.out_dir or workload.meta.get("artifact_dir") or tempfile.mkdtemp(prefix="speedbook-export-"))
-        out = base / "compressed-tensors"
+        base = Path(workload.meta.get("artifact_dir") or tempfile.mkdtemp(prefix="speedbook-export-"))
+        out = base / config.folder
         path = export_compressed_tensors(workload.model, out, workload.tokenizer)
         figures = {"export_bytes": float(_dir_bytes(path))}
         notes = [f"compressed-tensors checkpoint written to {path}"]

@@ -11,6 +11,7 @@ import torch
 
 from optimizers.workloads.base import EncoderEval, LMEval, Workload, WorkloadError
 
+SHIPPED_MODELS = (Path(__file__).resolve().parent / "assets").resolve()  # the reference workloads' own files
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 EVAL_TOKENS = 65536
 CALIB_BATCHES, CALIB_LEN = 32, 256
@@ -22,20 +23,72 @@ def _offline() -> bool:
     ).strip().lower() in ("1", "true", "yes", "on")
 
 
+def model_roots() -> list[Path]:
+    """Folders local models may be loaded from: ``SPEEDBOOK_MODEL_ROOTS`` (os.pathsep-separated),
+    default ``<data dir>/models``; the shipped reference models are always allowed. Anything else
+    on the worker's disk is out of reach."""
+    raw = os.environ.get("SPEEDBOOK_MODEL_ROOTS", "")
+    roots = [p for p in raw.split(os.pathsep) if p.strip()] or [str(Path(os.environ.get("SPEEDBOOK_DATA", "data")) / "models")]
+    return [Path(os.path.expanduser(p)).resolve() for p in roots] + shipped_models()
+
+
+def shipped_models() -> list[Path]:
+    """Models that come with Speedbook or its packages: the reference assets, all-MiniLM-L6-v2."""
+    from optimizers.workloads.minilm import model_dir
+
+    try:
+        return [SHIPPED_MODELS, Path(model_dir()).resolve()]
+    except Exception:  # the encoder package is not installed
+        return [SHIPPED_MODELS]
+
+
+def looks_local(name_or_path: str) -> bool:
+    return name_or_path.startswith((".", "~", "/")) or name_or_path.count("/") > 1 or Path(name_or_path).exists()
+
+
+def contained_path(name_or_path: str) -> Path:
+    """The resolved directory (symlinks and ``..`` followed) if it lies under a model root. The
+    refusal is the same whether or not the path exists, so it reveals nothing about the disk."""
+    p = Path(os.path.expanduser(name_or_path)).resolve()
+    roots = model_roots()
+    if not any(p == r or r in p.parents for r in roots):
+        raise WorkloadError(
+            f"workload path {name_or_path!r} is outside the allowed model folders; put the model directory under "
+            f"{' or '.join(str(r) for r in roots)} (set SPEEDBOOK_MODEL_ROOTS to change them)"
+        )
+    if not p.is_dir():
+        raise WorkloadError(f"no model directory at {name_or_path!r} under the model folders; it should hold "
+                            "config.json and *.safetensors")
+    return p
+
+
 def _resolve(name_or_path: str) -> tuple[str, bool]:
-    """(what to pass to from_pretrained, is_local). Refuses a local path that does not exist."""
-    expanded = Path(os.path.expanduser(name_or_path))
-    if expanded.exists():
-        if not expanded.is_dir():
-            raise WorkloadError(f"{name_or_path!r} is a file; give the model directory (config.json + *.safetensors)")
-        return str(expanded.resolve()), True
-    if name_or_path.startswith((".", "~", "/")) or name_or_path.count("/") > 1:
-        raise WorkloadError(f"no model directory at {str(expanded)!r}; check the path (it should hold config.json and *.safetensors)")
+    """(what to pass to from_pretrained, is_local). A local path must lie under a model root."""
+    if looks_local(name_or_path):
+        return str(contained_path(name_or_path)), True
     return name_or_path, False
+
+
+def _check_index(path: Path) -> None:
+    """A sharded checkpoint's index may only point at safetensors files inside the directory."""
+    import json
+
+    index = path / "model.safetensors.index.json"
+    try:
+        files = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise WorkloadError("model.safetensors.index.json is not a valid index (it needs a weight_map)") from None
+    bad = sorted(f for f in files if not (isinstance(f, str) and f.endswith(".safetensors") and "/" not in f
+                                          and "\\" not in f and (path / f).is_file()))
+    if bad:
+        raise WorkloadError(f"model.safetensors.index.json points at {', '.join(map(str, bad[:3]))}: only *.safetensors "
+                            "files in the model directory are loaded (pickles can run code when loaded)")
 
 
 def _check_local_files(path: str) -> None:
     files = [p.name for p in Path(path).iterdir()]
+    if "model.safetensors.index.json" in files:
+        _check_index(Path(path))
     if "config.json" not in files:
         raise WorkloadError(f"{path} has no config.json; it is not a Hugging Face model directory")
     if not any(f.endswith(".safetensors") or f == "model.safetensors.index.json" for f in files):

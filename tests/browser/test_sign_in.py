@@ -95,3 +95,46 @@ def test_page_url_signed_out_on_fresh_server_shows_only_sign_in(site, browser, l
         ctx.close()
     finally:
         _stop(proc)
+
+
+HOSTILE = "![pixel](http://127.0.0.1:9/pixel.png) [click](http://evil.example/x) <b>bold</b> www.evil.example a@evil.example"
+
+
+def test_share_link_is_the_anonymous_route_and_renders_user_text_as_text(site, browser):
+    """Signed out, a share link opens the shared playbook; hostile markdown in its title and in a
+    run's workload and error shows as characters: no image fetched, no link, no HTML."""
+    from db import queries, sharing
+    from db.migrate import upgrade
+    from db.session import session_scope
+
+    url = f"sqlite:///{site / 'data' / 'speedbook.db'}"
+    (site / "data").mkdir(exist_ok=True)
+    upgrade(url)
+    with session_scope(url) as s:
+        pb = queries.save_playbook(s, name="hostile", title=HOSTILE, yaml_text="name: hostile\n")
+        run = queries.create_run(s, playbook_name="hostile", snapshot={"steps": []}, workload=HOSTILE, device="cpu",
+                                 playbook_id=pb.id)
+        run.status, run.error = "failed", HOSTILE
+        token = sharing.create_link(s, pb.id)
+    proc = _serve(site, "jobs.webserver")
+    try:
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(f"{URL}/?share={token}")
+        page.get_by_text("Shared playbook — read-only").wait_for(timeout=30_000)
+        _idle(page)
+        page.get_by_text("run ", exact=False).first.click()  # open the run's expander
+        _idle(page)
+        main = page.locator("[data-testid='stMain']")
+        assert "[click](http" in main.inner_text()  # the characters, as typed
+        assert main.locator("img[src*='pixel']").count() == 0
+        hrefs = main.locator("a[href*='evil']").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+        assert not [h for h in hrefs if not h.startswith("#")], hrefs  # the heading's own in-page anchor is fine
+        assert main.locator("b").count() == 0
+        assert not [u for u in requested if "pixel" in u]
+        assert "Sign in" not in main.inner_text()
+        ctx.close()
+    finally:
+        _stop(proc)

@@ -116,7 +116,7 @@ def test_cancel_between_steps(migrated_sqlite, monkeypatch):
         ({**PB, "steps": [{"technique": "int8_dynamic", "params": {"bitz": 4}}]}, "tiny-llama", "cpu", "params.bitz"),
         (PB, "no-such-model", "cpu", "workload='no-such-model' is unknown"),
         (PB, "tiny-llama", "tpu", "device='tpu' is not valid"),
-        (PB, "./missing/dir", "cpu", "does not exist"),
+        (PB, "./missing/dir", "cpu", "outside the allowed model folders"),
     ],
 )
 def test_bad_input_writes_nothing_and_enqueues_nothing(migrated_sqlite, monkeypatch, playbook, workload, device, fragment):

@@ -28,7 +28,7 @@ def test_new_run_page_reports_bad_yaml_without_trace(page):
     at.radio[0].set_value("Paste YAML").run()
     at.text_area[0].set_value("name: x\ntitle: y\nsteps:\n  - technique: warp_drive\n").run()
     assert not at.exception
-    assert "unknown technique 'warp_drive'" in at.error[0].value
+    assert "unknown technique 'warp_drive'" in at.error[0].value.replace("\\", "")  # shown escaped: user text is never markdown
     assert at.button[0].disabled
 
 
@@ -89,3 +89,32 @@ def test_failed_run_shows_error_not_trace(page):
     assert not at.exception
     errors = [e.value for e in at.error]
     assert any("boom" in e for e in errors) and not any("Traceback" in e for e in errors)
+
+
+def test_runs_page_lists_refused_messages_and_only_this_teams_runs(page):
+    from db import queries
+    from db.session import session_scope
+
+    with session_scope() as s:
+        other = queries.ensure_team(s, "other-team")
+        queries.create_run(s, playbook_name="other-teams-run", snapshot={"steps": []}, workload="tiny-llama",
+                           device="cpu", team_id=other.id)
+        queries.add_dead_letter(s, worker="w", task="speedbook.run_playbook", reason="body must be a JSON list", excerpt="42")
+    at = page("runs.py")
+    assert not at.exception
+    assert "other-teams-run" not in str([df.value for df in at.dataframe])
+    assert any("Refused task messages" in e.label for e in at.expander)
+
+
+def test_run_page_refuses_non_ascii_ids_and_other_teams_runs(page):
+    from db import queries
+    from db.session import session_scope
+
+    at = page("run.py", {"run": "²"})
+    assert not at.exception and "Pick a run" in at.info[0].value
+    with session_scope() as s:
+        other = queries.ensure_team(s, "another-team")
+        run_id = queries.create_run(s, playbook_name="secret", snapshot={"steps": []}, workload="tiny-llama",
+                                    device="cpu", team_id=other.id).id
+    at = page("run.py", {"run": str(run_id)})
+    assert not at.exception and "does not exist in this team" in at.warning[0].value

@@ -10,7 +10,7 @@ from optimizers.workloads.hf import load_hf
 def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(WorkloadError, match="no model directory"):
         load_workload(str(tmp_path / "nope"))
-    with pytest.raises(WorkloadError, match="no model directory"):
+    with pytest.raises(WorkloadError, match="outside the allowed model folders"):  # relative to the repo, not a root
         load_workload("./definitely/not/here")
 
 

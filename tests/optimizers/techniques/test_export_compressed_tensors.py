@@ -16,13 +16,23 @@ from optimizers.workloads import load_workload
 
 def test_config_round_trip_and_refusals(tmp_path):
     tech = registry.get("export_compressed_tensors")
-    cfg = tech.config({"out_dir": str(tmp_path), "verify": False})
+    cfg = tech.config({"folder": "ct-int4", "verify": False})
     assert tech.Config.model_validate_json(cfg.model_dump_json()) == cfg
     from optimizers.export import ExportError
 
     wl = load_workload("tiny-llama")  # not quantized: nothing the format can express
+    wl.meta["artifact_dir"] = str(tmp_path)
     with pytest.raises((ExportError, ValueError)):
-        tech.apply(wl, tech.config({"out_dir": str(tmp_path)}))
+        tech.apply(wl, tech.config({}))
+
+
+@pytest.mark.parametrize("params", [{"out_dir": "/tmp/anywhere"}, {"folder": "../escape"}, {"folder": "/etc"},
+                                    {"folder": "a/b"}, {"folder": ".."}])
+def test_no_parameter_points_outside_the_run_folder(params):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        registry.get("export_compressed_tensors").config(params)
 
 
 def test_pipeline_gptq_then_export_leaves_a_reloadable_checkpoint(migrated_sqlite):
