@@ -47,14 +47,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from db import queries
     from db.migrate import upgrade
     from db.session import session_scope
-    from jobs import pipeline
+    from jobs import pipeline, submit
 
     try:
-        pb = pipeline.validate_request(resolve_playbook(args.playbook), args.workload, args.device)
+        pb = submit.validate_request(resolve_playbook(args.playbook), args.workload, args.device)
     except ValueError as err:
         return _fail(str(err), args.json)
     upgrade()
-    run_id = pipeline.create_run(pb, args.workload, args.device)
+    run_id = submit.create_run(pb, args.workload, args.device)
     if not args.json:
         print(f"run {run_id}: {pb.name} on {args.workload} ({args.device}) …", file=sys.stderr)
     pipeline.execute_run(run_id, worker=f"cli:{os.uname().nodename}")

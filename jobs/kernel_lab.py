@@ -68,10 +68,10 @@ def submit(kernel: str, params: dict[str, Any], dtype: str, device: str, team_id
         s.flush()
         bench_id = row.id
     if enqueue:
-        from jobs.celery_app import PUBLISH_RETRY, queue_for
-        from jobs.tasks import kernel_bench
+        from jobs.celery_app import PUBLISH_RETRY, app, queue_for
 
-        kernel_bench.apply_async(args=[bench_id], queue=queue_for(device), retry=True, retry_policy=PUBLISH_RETRY)
+        app.send_task("speedbook.kernel_bench", args=[bench_id], queue=queue_for(device), retry=True,
+                      retry_policy=PUBLISH_RETRY)
     return bench_id
 
 

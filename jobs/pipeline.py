@@ -1,6 +1,7 @@
-"""The plain pipeline the Celery task and the CLI call: load workload → baseline
-measurement → for each step apply, measure, write that step's rows and commit → final
-→ status. Heartbeats while running; a crash keeps every finished step's rows."""
+"""The plain pipeline the Celery task and the CLI call (execution only; submission is
+``jobs.submit``): load workload → baseline measurement → for each step apply, measure, write
+that step's rows and commit → final → status. Heartbeats while running; a crash keeps every
+finished step's rows."""
 from __future__ import annotations
 
 import logging
@@ -11,19 +12,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from db import queries
 from db.models import StepResult, utcnow
 from db.session import session_scope
 from jobs.settings import time_limits
 from playbooks.errors import PlaybookError
-from playbooks.schema import Playbook, parse_playbook
+from playbooks.schema import Playbook
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = float(os.environ.get("SPEEDBOOK_HEARTBEAT_S", "5"))
-DEVICES = ("cpu", "cuda")
-MAX_WORKLOAD_CHARS = 500  # runs.workload is String(500)
 TIMED_OUT = "the run exceeded its time limit (SPEEDBOOK_TASK_SOFT_LIMIT_S)"
 
 
@@ -64,64 +63,6 @@ def artifact_zip(path: str) -> bytes:
             if f.is_file():
                 zf.write(f, f.relative_to(root.parent))
     return buf.getvalue()
-
-
-# ---------------------------------------------------------------- submission
-
-def validate_request(playbook: Playbook | dict[str, Any], workload: str, device: str) -> Playbook:
-    """Everything checked before a row is written or a message sent."""
-    from optimizers.workloads import workload_names
-
-    pb = playbook if isinstance(playbook, Playbook) else parse_playbook(playbook)
-    if device not in DEVICES:
-        raise PlaybookError(f"device={device!r} is not valid; choose one of {', '.join(DEVICES)}")
-    from optimizers.workloads.base import WorkloadError
-    from optimizers.workloads.hf import contained_path, looks_local
-
-    if not workload or len(workload) > MAX_WORKLOAD_CHARS:
-        raise PlaybookError(f"workload must be 1 to {MAX_WORKLOAD_CHARS} characters; got {len(workload)}")
-    names = workload_names()
-    if workload in names:
-        return pb
-    if looks_local(workload):
-        try:
-            contained_path(workload)
-        except WorkloadError as err:
-            raise PlaybookError(str(err)) from None
-    elif "/" not in workload:
-        raise PlaybookError(
-            f"workload={workload!r} is unknown; choose one of {', '.join(names)}, a local model directory or a Hugging Face id"
-        )
-    return pb
-
-
-def create_run(pb: Playbook, workload: str, device: str, *, team_id: int = queries.DEFAULT_TEAM_ID,
-               playbook_id: int | None = None) -> int:
-    with session_scope() as s:
-        run = queries.create_run(
-            s, playbook_name=pb.name, snapshot=pb.model_dump(), workload=workload, device=device,
-            team_id=team_id, playbook_id=playbook_id,
-        )
-        return run.id
-
-
-def submit(pb: Playbook | dict[str, Any], workload: str, device: str = "cpu", **kw: Any) -> int:
-    """Validate, write the Run row and commit, then enqueue a task carrying only the id. A broker
-    that is down or silent fails the submission within seconds and the run ends ``failed``."""
-    from jobs.sweeper import send
-
-    pb = validate_request(pb, workload, device)
-    run_id = create_run(pb, workload, device, **kw)
-    with session_scope() as s:  # before publishing: a crash in between leaves a run the sweeper re-sends
-        s.execute(update(queries.Run).where(queries.Run.id == run_id).values(enqueued_at=utcnow(), enqueue_count=1))
-    try:
-        send(run_id, device)
-    except Exception as err:  # broker unreachable: the run must not sit queued forever
-        with session_scope() as s:
-            queries.finish_run(s, run_id, "failed", f"could not enqueue the run: {type(err).__name__}: {err}",
-                               expect=("queued",))
-        raise
-    return run_id
 
 
 # ---------------------------------------------------------------- execution

@@ -21,6 +21,7 @@ from db.models import Run, utcnow
 from db.session import session_scope
 
 log = logging.getLogger(__name__)
+RUN_TASK = "speedbook.run_playbook"  # by name: the sender never imports the tasks
 
 
 def requeue_after_s() -> float:
@@ -137,10 +138,9 @@ def _claim_resend(run_id: int, sends: int, now: dt.datetime) -> bool:
 
 def send(run_id: int, device: str) -> str:
     """Publish one task message for the run (bounded retries: a dead broker fails in seconds)."""
-    from jobs.celery_app import PUBLISH_RETRY, queue_for
-    from jobs.tasks import run_playbook
+    from jobs.celery_app import PUBLISH_RETRY, app, queue_for
 
-    res = run_playbook.apply_async(args=[run_id], queue=queue_for(device), retry=True, retry_policy=PUBLISH_RETRY)
+    res = app.send_task(RUN_TASK, args=[run_id], queue=queue_for(device), retry=True, retry_policy=PUBLISH_RETRY)
     with session_scope() as s:
         s.execute(update(Run).where(Run.id == run_id).values(task_id=res.id))
     return res.id

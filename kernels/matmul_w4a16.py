@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from kernels import _common
-from optimizers.quant.packing import dequantize_int4_groupwise, pack_int4, quantize_int4_groupwise
+from quant.packing import dequantize_int4_groupwise, pack_int4, quantize_int4_groupwise
 
 K_TILES = (128, 64, 32, 16)  # BLOCK_K candidates: the largest dividing group_size within the tile cap
 
@@ -88,7 +88,7 @@ def _build(interpret: bool):
 # ---------------------------------------------------------------------------------------------
 def _check_inputs(x, packed, scale, zero, group_size: int) -> None:
     _common.check_dtype("x", x, _common.FLOAT_DTYPES, _common.ACTIVATION_DTYPES_HELP)
-    _common.check_dtype("packed", packed, (torch.uint8,), "torch.uint8 from optimizers.quant.packing.pack_int4")
+    _common.check_dtype("packed", packed, (torch.uint8,), "torch.uint8 from quant.packing.pack_int4")
     _common.check_dtype("scale", scale, _common.FLOAT_DTYPES, "a float tensor")
     _common.check_dtype("zero", zero, _common.FLOAT_DTYPES, "a float tensor")
     if x.dim() != 2:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from kernels import _common
-from optimizers.quant.packing import dequantize_int8_per_channel, quantize_int8_per_channel
+from quant.packing import dequantize_int8_per_channel, quantize_int8_per_channel
 
 
 # ---------------------------------------------------------------------------------------------

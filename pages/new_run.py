@@ -64,10 +64,10 @@ if pb is not None:
             st.text("expect: " + "; ".join(g.model_dump_json(exclude_none=True) for g in pb.expect))
 
 if st.button("Run this playbook", type="primary", disabled=pb is None):
-    from jobs import pipeline
+    from jobs import pipeline, submit
 
     try:
-        run_id = pipeline.submit(pb, workload, device, team_id=team_id, playbook_id=playbook_id)
+        run_id = submit.submit(pb, workload, device, team_id=team_id, playbook_id=playbook_id)
     except Exception as err:  # bad input, broker down, database refused…: say what happened, no trace
         st.error(f"Could not submit the run: {user_error(err)}")
     else:

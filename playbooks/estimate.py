@@ -170,7 +170,7 @@ def matrix_bytes(out_f: int, in_f: int, precision: str, group_size: int = INT4_G
     """Stored bytes of one (out, in) weight matrix, scales included.
 
     fp8 / int8: 1 byte per weight + one fp32 scale per output row (row-wise scaling, as in
-    this project's ``optimizers.quant.packing`` and torchao's float8 rowwise).
+    this project's ``quant.packing`` and torchao's float8 rowwise).
     int4: ½ byte + fp32 scale and zero per ``group_size`` columns (packing.py layout;
     GPTQ, Frantar et al. 2022 / AWQ, Lin et al. 2023 group-wise quantization).
     nf4: ½ byte + double-quantized absmax, 8 bits per 64 weights + fp32 per 256 blocks

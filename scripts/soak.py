@@ -68,13 +68,13 @@ def main() -> int:
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     workers = [worker() for _ in range(args.workers)]
-    from jobs import pipeline
+    from jobs import pipeline, submit
 
     t0 = time.monotonic()
     ids, refused = [], 0
     for _ in range(args.runs):
         try:
-            ids.append(pipeline.submit(PLAYBOOK, args.workload, "cpu"))
+            ids.append(submit.submit(PLAYBOOK, args.workload, "cpu"))
         except Exception as err:  # noqa: BLE001 - counted, the run row says why
             refused += 1
             print(f"submission refused: {type(err).__name__}: {err}", file=sys.stderr)

@@ -256,7 +256,7 @@ def _evaluate_and_save(model, val_windows, step, tokens, t0, best, history, out,
 
 def fake_quant_int4_rtn(model, group_size: int = 128) -> int:
     """Replace every Linear weight except lm_head by its int4 RTN (asymmetric, per group) copy."""
-    from optimizers.quant.packing import dequantize_int4_groupwise, pack_int4, quantize_int4_groupwise
+    from quant.packing import dequantize_int4_groupwise, pack_int4, quantize_int4_groupwise
 
     n = 0
     for name, mod in model.named_modules():

@@ -58,3 +58,42 @@ def test_every_page_guards_sign_in_before_rendering():
         if not ok:
             bad.append(f.name)
     assert not bad, f"pages whose first statement is not page_ready(): {bad}"
+
+
+def _imports(path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_jobs_has_no_import_circle():
+    """Submission publishes by task name, so nothing that sends a message imports the tasks."""
+    mods = {f"jobs.{f.stem}": f for f in (ROOT / "jobs").glob("*.py") if f.stem != "__init__"}
+    graph = {m: {i for i in _imports(f) if i in mods and i != m} for m, f in mods.items()}
+
+    def cycle_from(start, node, path):
+        for nxt in graph[node]:
+            if nxt == start:
+                return path + [nxt]
+            if nxt not in path:
+                found = cycle_from(start, nxt, path + [nxt])
+                if found:
+                    return found
+        return None
+
+    cycles = [c for m in graph if (c := cycle_from(m, m, [m]))]
+    assert not cycles, cycles[0]
+
+
+def test_kernels_never_import_optimizers_and_quant_is_the_ground_floor():
+    bad = [f"{f.relative_to(ROOT)}: {i}" for f in (ROOT / "kernels").rglob("*.py") for i in _imports(f)
+           if i.split(".")[0] == "optimizers"]
+    bad += [f"{f.relative_to(ROOT)}: {i}" for f in (ROOT / "quant").rglob("*.py") for i in _imports(f)
+            if i.split(".")[0] in ("optimizers", "kernels", "playbooks", "db", "jobs")]
+    assert not bad, bad

@@ -11,7 +11,7 @@ import pytest
 
 from db import queries
 from db.session import session_scope
-from jobs import pipeline
+from jobs import pipeline, submit
 from optimizers.workloads.base import WorkloadError
 from optimizers.workloads.hf import load_hf
 from playbooks.errors import ConstraintError, PlaybookError
@@ -37,7 +37,7 @@ when:
 def test_workload_paths_outside_the_model_roots_are_refused_alike(monkeypatch, tmp_path, path):
     monkeypatch.setenv("SPEEDBOOK_MODEL_ROOTS", str(tmp_path))
     with pytest.raises(PlaybookError) as err:
-        pipeline.validate_request(PB, path, "cpu")
+        submit.validate_request(PB, path, "cpu")
     msg = str(err.value)
     assert "outside the allowed model folders" in msg and "exist" not in msg  # says nothing about the disk
 
@@ -48,7 +48,7 @@ def test_a_link_inside_a_root_that_points_out_is_refused(monkeypatch, tmp_path):
     (root / "escape").symlink_to("/etc")
     monkeypatch.setenv("SPEEDBOOK_MODEL_ROOTS", str(root))
     with pytest.raises(PlaybookError, match="outside the allowed model folders"):
-        pipeline.validate_request(PB, str(root / "escape"), "cpu")
+        submit.validate_request(PB, str(root / "escape"), "cpu")
 
 
 def test_index_pointing_at_pickles_is_refused(tmp_path):

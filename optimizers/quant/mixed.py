@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from optimizers.quant import packing
+from quant import packing
 from optimizers.quant.modules import QuantLinearBase, _flat, int8_matmul, quantize_per_token_int8
 
 

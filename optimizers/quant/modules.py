@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optimizers.quant import packing
+from quant import packing
 
 
 # ---------------------------------------------------------------- helpers

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from optimizers.quant import packing
+from quant import packing
 from optimizers.quant.modules import QuantLinearBase
 
 # bitsandbytes functional.py / QLoRA Appendix E, in code order 0..15

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from db import queries
 from db.models import Metric, Run, StepResult
 from db.session import session_scope
-from jobs import pipeline
+from jobs import pipeline, submit
 from playbooks.errors import PlaybookError
 
 PB = {
@@ -27,8 +27,8 @@ def _counts() -> tuple[int, int, int]:
 
 
 def test_run_succeeds_with_baseline_step_and_final_metrics(migrated_sqlite):
-    pb = pipeline.validate_request(PB, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pb = submit.validate_request(PB, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     assert pipeline.execute_run(run_id, worker="test") == "succeeded"
     with session_scope() as s:
         summary = queries.run_summary(queries.get_run(s, run_id))
@@ -62,8 +62,8 @@ def test_failing_step_fails_run_and_keeps_earlier_steps(migrated_sqlite, monkeyp
         return real(self, wl, cfg)
 
     monkeypatch.setattr(int8_dynamic.Int8Dynamic, "apply", flaky)
-    pb = pipeline.validate_request({**PB, "steps": PB["steps"] * 2}, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pb = submit.validate_request({**PB, "steps": PB["steps"] * 2}, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     assert pipeline.execute_run(run_id) == "failed"
     with session_scope() as s:
         run = queries.get_run(s, run_id)
@@ -79,8 +79,8 @@ def test_advice_only_and_needs_gpu_steps_are_skipped_with_reason(migrated_sqlite
 
     monkeypatch.setattr(catalog, "has_entry", lambda e: e == "paged_kv_cache")
     monkeypatch.setattr(catalog, "get_entry", lambda e: SimpleNamespace(id=e, name=e, reason="needs vLLM"))
-    pb = pipeline.validate_request({**PB, "steps": [{"technique": "paged_kv_cache"}] + PB["steps"]}, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pb = submit.validate_request({**PB, "steps": [{"technique": "paged_kv_cache"}] + PB["steps"]}, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     assert pipeline.execute_run(run_id) == "succeeded"
     with session_scope() as s:
         run = queries.get_run(s, run_id)
@@ -90,8 +90,8 @@ def test_advice_only_and_needs_gpu_steps_are_skipped_with_reason(migrated_sqlite
 
 
 def test_cancel_between_steps(migrated_sqlite, monkeypatch):
-    pb = pipeline.validate_request({**PB, "steps": PB["steps"] * 2}, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pb = submit.validate_request({**PB, "steps": PB["steps"] * 2}, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     from optimizers.techniques import int8_dynamic
 
     real = int8_dynamic.Int8Dynamic.apply
@@ -120,12 +120,12 @@ def test_cancel_between_steps(migrated_sqlite, monkeypatch):
     ],
 )
 def test_bad_input_writes_nothing_and_enqueues_nothing(migrated_sqlite, monkeypatch, playbook, workload, device, fragment):
-    from jobs import tasks
+    from jobs.celery_app import app
 
     sent = []
-    monkeypatch.setattr(tasks.run_playbook, "apply_async", lambda *a, **k: sent.append((a, k)))
+    monkeypatch.setattr(app, "send_task", lambda *a, **k: sent.append((a, k)))
     before = _counts()
     with pytest.raises(PlaybookError) as err:
-        pipeline.submit(playbook, workload, device)
+        submit.submit(playbook, workload, device)
     assert fragment in str(err.value)
     assert _counts() == before and sent == []

@@ -150,14 +150,14 @@ def test_silent_broker_fails_submission_within_seconds(tmp_path, monkeypatch):
     t.start()
     code = f"""
 import sys, time
-from jobs import pipeline
+from jobs import pipeline, submit
 from db import queries
 from db.migrate import upgrade
 from db.session import session_scope
 upgrade()
 t0 = time.monotonic()
 try:
-    pipeline.submit({PB!r}, "tiny-llama", "cpu")
+    submit.submit({PB!r}, "tiny-llama", "cpu")
 except Exception as err:
     print("refused", round(time.monotonic() - t0, 1), type(err).__name__)
 with session_scope() as s:

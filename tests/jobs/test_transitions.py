@@ -10,7 +10,7 @@ import pytest
 
 from db import queries
 from db.session import session_scope
-from jobs import pipeline
+from jobs import pipeline, submit
 from tests.jobs.test_pipeline import PB
 
 
@@ -68,7 +68,7 @@ def test_reaped_run_that_resumes_keeps_failed(migrated_sqlite, monkeypatch):
     stored status, not its own success."""
     from optimizers.techniques import int8_dynamic
 
-    run_id = pipeline.create_run(pipeline.validate_request(PB, "tiny-llama", "cpu"), "tiny-llama", "cpu")
+    run_id = submit.create_run(submit.validate_request(PB, "tiny-llama", "cpu"), "tiny-llama", "cpu")
     real = int8_dynamic.Int8Dynamic.apply
 
     def reaped_meanwhile(self, wl, cfg):
@@ -97,7 +97,7 @@ def test_time_limit_inside_a_step_ends_timed_out(migrated_sqlite, monkeypatch, i
         raise AssertionError("the watchdog did not stop the step")
 
     monkeypatch.setattr(int8_dynamic.Int8Dynamic, "apply", slow_apply)
-    run_id = pipeline.create_run(pipeline.validate_request(PB, "tiny-llama", "cpu"), "tiny-llama", "cpu")
+    run_id = submit.create_run(submit.validate_request(PB, "tiny-llama", "cpu"), "tiny-llama", "cpu")
     monkeypatch.setenv("SPEEDBOOK_TASK_SOFT_LIMIT_S", "8")  # the baseline of tiny-llama takes < 3 s here
     out: dict[str, str] = {}
     if in_thread:

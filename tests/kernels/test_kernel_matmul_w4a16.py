@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernels import matmul_w4a16 as k
-from optimizers.quant.packing import pack_int4, quantize_int4_groupwise
+from quant.packing import pack_int4, quantize_int4_groupwise
 
 DTYPES = [torch.float32, torch.float16]
 

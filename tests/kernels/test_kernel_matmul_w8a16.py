@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels import matmul_w8a16 as k
-from optimizers.quant.packing import quantize_int8_per_channel
+from quant.packing import quantize_int8_per_channel
 
 DTYPES = [torch.float32, torch.float16]
 

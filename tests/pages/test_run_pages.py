@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from db import queries
 from db.session import session_scope
-from jobs import pipeline
+from jobs import pipeline, submit
 
 PB = {"name": "page-test", "title": "Page test", "steps": [{"technique": "int8_dynamic", "params": {}}]}
 
 
 def _finished_run() -> int:
-    pb = pipeline.validate_request(PB, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pb = submit.validate_request(PB, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     pipeline.execute_run(run_id)
     return run_id
 
@@ -33,14 +33,14 @@ def test_new_run_page_reports_bad_yaml_without_trace(page):
 
 
 def test_new_run_submit_creates_a_queued_run(page, monkeypatch):
-    from jobs import tasks
+    from jobs.celery_app import app
 
     sent = []
 
     class _Res:
         id = "task-1"
 
-    monkeypatch.setattr(tasks.run_playbook, "apply_async", lambda *a, **k: sent.append(k) or _Res())
+    monkeypatch.setattr(app, "send_task", lambda name, **k: sent.append({"name": name, **k}) or _Res())
     with session_scope() as s:
         before = queries.count_runs(s)
     at = page("new_run.py")
@@ -50,7 +50,7 @@ def test_new_run_submit_creates_a_queued_run(page, monkeypatch):
         assert queries.count_runs(s) == before + 1
         run = queries.list_runs(s, limit=1)[0]
         assert run.status == "queued" and run.task_id == "task-1"
-    assert sent and sent[0]["queue"] == "cpu" and sent[0]["args"] == [run.id]
+    assert sent and sent[0]["name"] == "speedbook.run_playbook" and sent[0]["queue"] == "cpu" and sent[0]["args"] == [run.id]
     assert f"Run {run.id}" in at.title[0].value  # switched to the run's page
 
 
@@ -80,8 +80,8 @@ def test_run_page_empty_and_missing_states(page):
 
 
 def test_failed_run_shows_error_not_trace(page):
-    pb = pipeline.validate_request(PB, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pb = submit.validate_request(PB, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     with session_scope() as s:
         queries.claim_run(s, run_id, "w")
         queries.finish_run(s, run_id, "failed", "step 1 (int8_dynamic) failed: ValueError: boom")

@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 
 from db import queries, sharing
 from db.session import session_scope
-from jobs import pipeline
+from jobs import pipeline, submit
 from tests.conftest import ROOT
 
 XSS_NAME = "<img src=x onerror=alert(1)>"
@@ -14,8 +14,8 @@ PB_YAML = "name: xss-test\ntitle: '<script>alert(1)</script>'\nsteps:\n  - techn
 
 
 def _run(title: str = "t") -> int:
-    pb = pipeline.validate_request({"name": "dash-test", "title": title, "steps": [{"technique": "int8_dynamic"}]}, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pb = submit.validate_request({"name": "dash-test", "title": title, "steps": [{"technique": "int8_dynamic"}]}, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     pipeline.execute_run(run_id)
     return run_id
 
@@ -87,8 +87,8 @@ def test_share_link_opens_read_only_and_revoked_is_not_found(migrated_sqlite):
 
 
 def test_hostile_run_name_is_text(page):
-    pb = pipeline.validate_request({"name": "hostile", "title": XSS_NAME, "steps": [{"technique": "int8_dynamic"}]}, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    pb = submit.validate_request({"name": "hostile", "title": XSS_NAME, "steps": [{"technique": "int8_dynamic"}]}, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     at = page("run.py", query={"run": str(run_id)})
     assert not at.exception
     assert f"Run {run_id}: hostile" in at.title[0].value

@@ -87,7 +87,7 @@ def test_weight_bytes_per_precision():
 @pytest.mark.parametrize("shape", [(384, 256), (1000, 512), (7, 128)])
 def test_matrix_bytes_equal_this_projects_packed_layouts(shape):
     torch = pytest.importorskip("torch")
-    from optimizers.quant import packing
+    from quant import packing
 
     w = torch.randn(*shape)
     q, scale = packing.quantize_int8_per_channel(w)

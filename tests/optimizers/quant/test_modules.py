@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optimizers.quant import packing
+from quant import packing
 from optimizers.quant.modules import (QuantLinearInt4, QuantLinearInt8, check_group_size, default_predicate,
                                       dequantize_groupwise, int8_matmul, quantize_groupwise, quantize_per_token_int8,
                                       replace_linears, sqnr_db, stored_bytes)

@@ -9,7 +9,7 @@ import pytest
 
 from db import queries
 from db.session import session_scope
-from jobs import pipeline
+from jobs import pipeline, submit
 from optimizers import registry
 from optimizers.workloads import load_workload
 
@@ -36,12 +36,12 @@ def test_no_parameter_points_outside_the_run_folder(params):
 
 
 def test_pipeline_gptq_then_export_leaves_a_reloadable_checkpoint(migrated_sqlite):
-    pb = pipeline.validate_request(
+    pb = submit.validate_request(
         {"name": "gptq-export", "title": "GPTQ then export", "steps": [
             {"technique": "int4_weight_only", "params": {"group_size": 32}},
             {"technique": "export_compressed_tensors"}]},
         "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     assert pipeline.execute_run(run_id) == "succeeded"
     with session_scope() as s:
         step = queries.run_summary(queries.get_run(s, run_id))["steps"][1]

@@ -114,13 +114,13 @@ def test_padding_is_refused_and_causal_masks_pass():
 def test_playbook_runs_as_a_check_on_the_pipeline(migrated_sqlite):
     from db import queries
     from db.session import session_scope
-    from jobs import pipeline
+    from jobs import pipeline, submit
 
-    pb = pipeline.validate_request({
+    pb = submit.validate_request({
         "name": "triton-test", "title": "triton check",
         "steps": [{"technique": "int8_weight_only"}, {"technique": "triton_kernels", "params": {"check_tokens": 6}}],
     }, "tiny-llama", "cpu")
-    run_id = pipeline.create_run(pb, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
     assert pipeline.execute_run(run_id, worker="test") == "succeeded"
     with session_scope() as s:
         summary = queries.run_summary(queries.get_run(s, run_id))
