@@ -68,7 +68,7 @@ def runs_page(s: Session, f: RunFilter, *, sort: str = "id", descending: bool = 
     if sort not in SORTABLE:
         raise ValueError(f"sort={sort!r} is not sortable; choose one of {', '.join(SORTABLE)}")
     pv = _pivot()
-    base_cols = [Run.id, Run.created_at, Run.status, Run.workload, Run.playbook_name, Run.device, Run.team_id,
+    base_cols = [Run.id, Run.created_at, Run.status, Run.gates_verdict, Run.workload, Run.playbook_name, Run.device, Run.team_id,
                  Run.started_at, Run.finished_at]
     metric_cols = [c for c in pv.c if c.name != "run_id"]
     q = select(*base_cols, *metric_cols).outerjoin(pv, pv.c.run_id == Run.id).where(*f.where())

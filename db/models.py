@@ -63,6 +63,8 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     gates: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)  # [{metric, ok, detail}]
+    gates_verdict: Mapped[str | None] = mapped_column(String(20), nullable=True)  # passed | missed | not checked
+    baseline_dtype: Mapped[str] = mapped_column(String(10), default="fp32")  # the baseline's precision: fp32 | bf16 | fp16
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
     steps: Mapped[list["StepResult"]] = relationship(back_populates="run", order_by="StepResult.index", cascade="all, delete-orphan")
     metrics: Mapped[list["Metric"]] = relationship(back_populates="run", cascade="all, delete-orphan")

@@ -196,6 +196,9 @@ def run_summary(run: Run) -> dict[str, Any]:
         "final": by.get(("final", -1), {}),
         "estimated": estimated,
         "gates": run.gates or [],
+        "gates_verdict": run.gates_verdict or "not checked",
+        "executed": any(st.status == "succeeded" for st in run.steps),
+        "baseline_dtype": run.baseline_dtype,
         "environment": run.environment or {},
     }
 

@@ -65,14 +65,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_json(summary)
     else:
         print(format_summary(summary))
-    return 0 if summary["status"] == "succeeded" else 1
+    if summary["status"] != "succeeded":
+        return 1
+    return 3 if summary["gates_verdict"] == "missed" else 0  # executed, but missed a goal: scripts must see it
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     from optimizers.metrics import spec
 
-    lines = [f"run {summary['run_id']}  {summary['status']}  playbook={summary['playbook']}  "
-             f"workload={summary['workload']}  device={summary['device']}"]
+    lines = [f"run {summary['run_id']}  {summary['status']}  gates {summary.get('gates_verdict', 'not checked').upper()}  "
+             f"playbook={summary['playbook']}  workload={summary['workload']}  device={summary['device']}"]
+    if summary["status"] == "succeeded" and not summary.get("executed", True):
+        lines.append("nothing executed here: every step is advice-only or cannot run on this target")
     if summary.get("error"):
         lines.append(f"error: {summary['error']}")
     base = summary["baseline"]

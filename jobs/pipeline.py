@@ -19,7 +19,7 @@ from db.models import StepResult, utcnow
 from db.session import session_scope
 from jobs.settings import time_limits
 from playbooks.errors import PlaybookError
-from playbooks.schema import Playbook
+from playbooks.schema import Playbook, gates_verdict
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = float(os.environ.get("SPEEDBOOK_HEARTBEAT_S", "5"))
@@ -281,5 +281,6 @@ def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, hb: _He
         gates.append({"metric": gate.metric, "ok": ok, "detail": detail})
     with session_scope() as s:
         queries.write_metrics(s, run_id, "final", final.metrics)
-        s.get(queries.Run, run_id).gates = gates
+        run = s.get(queries.Run, run_id)
+        run.gates, run.gates_verdict = gates, gates_verdict(gates)
     return "succeeded"

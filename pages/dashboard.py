@@ -50,7 +50,7 @@ if not rows:
 table = pd.DataFrame(
     [
         {
-            "id": r["id"], "status": r["status"], "playbook": r["playbook_name"], "workload": r["workload"],
+            "id": r["id"], "status": r["status"], "gates": r["gates_verdict"] or "—", "playbook": r["playbook_name"], "workload": r["workload"],
             "device": r["device"], "created": r["created_at"],
             "speed-up ×": speedup(r), "quality loss %": quality_loss_pct(r),
             "stored ×": (r["final_stored_bytes"] / r["baseline_stored_bytes"]) if r.get("final_stored_bytes") and r.get("baseline_stored_bytes") else None,

@@ -10,6 +10,7 @@ from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
 from ui.format import STATUS_ICON, duration, fmt_value, md_escape, metric_rows
+from ui.outcome import outcome_banner
 from ui.report import run_report_html
 from ui.state import page_ready
 from ui.team import current_team_id
@@ -47,11 +48,9 @@ def show() -> None:
         if st.button("Cancel run"):
             with session_scope() as s:
                 st.toast(queries.cancel_run(s, run_id))
+    outcome_banner(summary)
     if summary["error"]:
         st.error(md_escape(summary["error"]))
-    for gate in summary["gates"]:
-        show = st.info if gate["ok"] is None else (st.success if gate["ok"] else st.warning)
-        show(f"expect {gate['detail']}")
     if summary["baseline"]:
         st.subheader("Metrics against the baseline (measured)")
         st.dataframe(pd.DataFrame(metric_rows(summary)), hide_index=True)

@@ -57,6 +57,20 @@ class Gate(BaseModel):
         return (not problems), f"{self.metric}: " + ("; ".join(problems) if problems else "ok")
 
 
+GATES_VERDICTS = ("passed", "missed", "not checked")
+
+
+def gates_verdict(results: list[dict[str, Any]]) -> str:
+    """One word for a run's gates: ``missed`` if any gate missed, ``passed`` if every gate was
+    checked and met, else ``not checked`` (no gates, or a metric this run did not measure)."""
+    oks = [r.get("ok") for r in results]
+    if any(ok is False for ok in oks):
+        return "missed"
+    if oks and all(ok is True for ok in oks):
+        return "passed"
+    return "not checked"
+
+
 class Playbook(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=100, description="slug, unique in the library")

@@ -8,6 +8,7 @@ import streamlit as st
 from db import queries, sharing
 from db.session import session_scope
 from ui.format import STATUS_ICON, md_escape, metric_rows
+from ui.outcome import outcome_banner
 
 NOT_FOUND = "Link not found. It may have been revoked, or it was mistyped."
 
@@ -29,6 +30,7 @@ def render(token: str) -> None:
         st.info("This playbook has not been run yet.")
     for sm in runs:
         with st.expander(f"{STATUS_ICON.get(sm['status'], '')} run {sm['run_id']} on {md_escape(sm['workload'])} — {sm['status']}"):
+            outcome_banner(sm)
             if sm["error"]:
                 st.error(md_escape(sm["error"]))
             if sm["baseline"]:
