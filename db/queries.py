@@ -22,8 +22,10 @@ def create_run(
     device: str,
     team_id: int = DEFAULT_TEAM_ID,
     playbook_id: int | None = None,
+    baseline_dtype: str = "fp32",
 ) -> Run:
     run = Run(
+        baseline_dtype=baseline_dtype,
         team_id=team_id,
         playbook_id=playbook_id,
         playbook_name=playbook_name,

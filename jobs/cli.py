@@ -54,7 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         return _fail(str(err), args.json)
     upgrade()
-    run_id = submit.create_run(pb, args.workload, args.device)
+    try:
+        run_id = submit.create_run(pb, args.workload, args.device, baseline_dtype=args.baseline_dtype)
+    except ValueError as err:
+        return _fail(str(err), args.json)
     if not args.json:
         print(f"run {run_id}: {pb.name} on {args.workload} ({args.device}) …", file=sys.stderr)
     pipeline.execute_run(run_id, worker=f"cli:{os.uname().nodename}")
@@ -271,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("playbook", help="playbook YAML file or library playbook name")
     r.add_argument("--workload", required=True, help="built-in workload (e.g. ref-lm), local dir or HF id")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    r.add_argument("--baseline-dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="precision of the baseline every step is compared with (default fp32 on CPU, bf16 on CUDA)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
 

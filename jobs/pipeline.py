@@ -209,11 +209,11 @@ def execute_run(run_id: int, worker: str = "local") -> str:
             return run.status if run else "missing"
         log.info("run %s claimed by %s", run_id, worker)
         run = queries.get_run(s, run_id)
-        snapshot, workload_name, device = run.playbook_snapshot, run.workload, run.device
+        snapshot, workload_name, device, dtype = run.playbook_snapshot, run.workload, run.device, run.baseline_dtype
     status, error = "failed", None
     try:
         with _Heartbeat(run_id) as hb:
-            status = _execute(run_id, Playbook.model_validate(snapshot), workload_name, device, hb)
+            status = _execute(run_id, Playbook.model_validate(snapshot), workload_name, device, dtype, hb)
     except Cancelled:
         status, error = "cancelled", "cancelled by request"
     except BaseException as err:
@@ -250,11 +250,15 @@ def _short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {msg}"[:2000]
 
 
-def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, hb: _Heartbeat) -> str:
+def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, dtype: str, hb: _Heartbeat) -> str:
     from optimizers.measure import measure
     from optimizers.workloads import load_workload
 
     current = load_workload(workload_name, device)
+    if dtype != "fp32":  # the baseline itself in 16 bits: what real deployments compare against
+        from optimizers.techniques.half_precision import DTYPES
+
+        current = current.with_model(current.model.to(DTYPES[dtype]))
     current.meta["artifact_dir"] = str(artifact_dir(run_id))  # where steps may write files (exports)
     measure(current, memory=False)  # discarded: the process's first-use costs must not inflate the baseline
     hb.check()

@@ -15,6 +15,12 @@ from playbooks.errors import PlaybookError
 from playbooks.schema import Playbook, parse_playbook
 
 DEVICES = ("cpu", "cuda")
+BASELINE_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def default_baseline_dtype(device: str) -> str:
+    """What users compare against: fp32 on CPU (bf16 is slower there without AMX), bf16 on CUDA."""
+    return "bf16" if device.startswith("cuda") else "fp32"
 MAX_WORKLOAD_CHARS = 500  # runs.workload is String(500)
 
 
@@ -45,11 +51,14 @@ def validate_request(playbook: Playbook | dict[str, Any], workload: str, device:
 
 
 def create_run(pb: Playbook, workload: str, device: str, *, team_id: int = queries.DEFAULT_TEAM_ID,
-               playbook_id: int | None = None) -> int:
+               playbook_id: int | None = None, baseline_dtype: str | None = None) -> int:
+    dtype = baseline_dtype or default_baseline_dtype(device)
+    if dtype not in BASELINE_DTYPES:
+        raise PlaybookError(f"baseline_dtype={dtype!r} is not valid; choose one of {', '.join(BASELINE_DTYPES)}")
     with session_scope() as s:
         run = queries.create_run(
             s, playbook_name=pb.name, snapshot=pb.model_dump(), workload=workload, device=device,
-            team_id=team_id, playbook_id=playbook_id,
+            team_id=team_id, playbook_id=playbook_id, baseline_dtype=dtype,
         )
         return run.id
 

@@ -377,6 +377,25 @@ def _vision(wl: Workload, reference: Measurement | None, s: SpeedSettings, speed
     return out, logits, forward
 
 
+def parameter_count(model: torch.nn.Module) -> int:
+    """Elements of the model's parameters (shared ones once); the workload records it at load,
+    before any transform packs or removes them, so every step divides by the same count."""
+    seen: set[int] = set()
+    n = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    return n
+
+
+def sixteen_bit_reference(stored: float, params: int) -> dict[str, float]:
+    """Stored bits per parameter, and stored bytes against a 16-bit copy (2 bytes a parameter)."""
+    if params <= 0:
+        return {}
+    return {"bits_per_param": 8.0 * stored / params, "stored_bytes_vs_16bit": stored / (2.0 * params)}
+
+
 # ---------------------------------------------------------------- entry point
 
 def measure(
@@ -393,6 +412,7 @@ def measure(
     settings = settings or SpeedSettings.from_env()
     wl.model.eval()
     values: dict[str, float] = {"stored_bytes": float(stored_bytes(wl.model))}
+    values |= sixteen_bit_reference(values["stored_bytes"], wl.meta.get("param_count") or parameter_count(wl.model))
     if wl.task == "causal_lm":
         q, outputs = _lm_quality(wl, reference)
         values |= q

@@ -17,6 +17,8 @@ class MetricSpec:
 
 METRICS: dict[str, MetricSpec] = {
     "stored_bytes": MetricSpec("B", "lower", "stored bytes"),
+    "bits_per_param": MetricSpec("bit", "lower", "stored bits per parameter (16 for a bf16 copy)"),
+    "stored_bytes_vs_16bit": MetricSpec("×", "lower", "stored bytes ÷ a 16-bit copy of the same parameters"),
     "peak_memory_bytes": MetricSpec("B", "lower", "peak memory"),
     "latency_ms": MetricSpec("ms", "lower", "latency (median)"),
     "latency_spread_ms": MetricSpec("ms", "lower", "latency spread (p90 − p10)"),

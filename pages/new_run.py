@@ -48,6 +48,8 @@ from optimizers.workloads import workload_names  # noqa: E402  (after the page s
 col1, col2 = st.columns(2)
 workload = col1.selectbox("Workload", workload_names(), help="built-in reference models; see the README")
 device = col2.selectbox("Device", ["cpu", "cuda"], help="the queue the run goes to: cpu or gpu workers")
+dtype = col1.selectbox("Baseline precision", ["default", "fp32", "bf16", "fp16"],
+                       help="what every step is compared with: default is fp32 on CPU, bf16 on CUDA")
 with session_scope() as s:
     workers = queries.live_workers(s)
 serving = [w for w in workers if ("gpu" if device == "cuda" else "cpu") in (w.queues or [])]
@@ -64,10 +66,11 @@ if pb is not None:
             st.text("expect: " + "; ".join(g.model_dump_json(exclude_none=True) for g in pb.expect))
 
 if st.button("Run this playbook", type="primary", disabled=pb is None):
-    from jobs import pipeline, submit
+    from jobs import submit
 
     try:
-        run_id = submit.submit(pb, workload, device, team_id=team_id, playbook_id=playbook_id)
+        run_id = submit.submit(pb, workload, device, team_id=team_id, playbook_id=playbook_id,
+                               baseline_dtype=None if dtype == "default" else dtype)
     except Exception as err:  # bad input, broker down, database refused…: say what happened, no trace
         st.error(f"Could not submit the run: {user_error(err)}")
     else:

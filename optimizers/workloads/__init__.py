@@ -32,12 +32,17 @@ def load_workload(name: str, device: str = "cpu") -> Workload:
     transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in logs and CLI output
     loaders = _loaders()
     if name in loaders:
-        return loaders[name](device)
-    if "/" in name or name.startswith((".", "~")):
+        wl = loaders[name](device)
+    elif "/" in name or name.startswith((".", "~")):
         from optimizers.workloads.hf import load_hf
 
-        return load_hf(name, device)
-    raise WorkloadError(f"unknown workload {name!r}; built-in workloads: {', '.join(sorted(loaders))}")
+        wl = load_hf(name, device)
+    else:
+        raise WorkloadError(f"unknown workload {name!r}; built-in workloads: {', '.join(sorted(loaders))}")
+    from optimizers.measure import parameter_count
+
+    wl.meta["param_count"] = parameter_count(wl.model)  # before any step packs or prunes the weights
+    return wl
 
 
 __all__ = ["Workload", "WorkloadError", "load_workload", "workload_names"]
