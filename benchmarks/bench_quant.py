@@ -111,7 +111,7 @@ def bench_workload(wname: str, plan=PLAN, speed: bool = True) -> list[dict[str, 
                 "decode_x": m.get("decode_tokens_per_s", float("nan")) / bm.get("decode_tokens_per_s", float("nan")),
                 "latency_x": bm.get("latency_ms", float("nan")) / m.get("latency_ms", float("nan")),
             }
-            for k in ("awq_alpha", "llm_int8_outliers"):
+            for k in ("awq_alpha", "llm_int8_outlier_fraction"):
                 if k in out.meta:
                     row[k] = out.meta[k]
         rows.append(row)

@@ -89,8 +89,8 @@ def _executed_once(h: Harness, run_ids: list[int]) -> None:
 def test_sigkill_with_queued_runs_loses_nothing(tmp_path, broker_url):
     h = Harness(tmp_path, broker_url, SPEEDBOOK_REPEATS="40", **FAST)
     h.start_worker("first")
-    runs = [h.submit(PB) for _ in range(3)]
     try:
+        runs = [h.submit(PB) for _ in range(3)]
         _wait(lambda: h.status(runs[0]) == "running", 120, "the first run to start", h.proc)
     finally:
         h.stop_worker(signal.SIGKILL)
@@ -110,15 +110,16 @@ def test_redis_restart_without_persistence_loses_no_queued_run(tmp_path):
     def redis_server():
         return subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = redis_server()
+    servers = [redis_server()]
     broker = f"redis://127.0.0.1:{port}/0"
-    _wait(lambda: _redis_up(broker), 20, "the private Redis")
-    h = Harness(tmp_path, broker, **FAST)
-    runs = [h.submit(PB) for _ in range(3)]  # queued before any worker exists
-    server.terminate()
-    server.wait(10)
-    server = redis_server()  # empty: the messages are gone
+    h = None
     try:
+        _wait(lambda: _redis_up(broker), 20, "the private Redis")
+        h = Harness(tmp_path, broker, **FAST)
+        runs = [h.submit(PB) for _ in range(3)]  # queued before any worker exists
+        servers[0].terminate()
+        servers[0].wait(10)
+        servers.append(redis_server())  # empty: the messages are gone
         _wait(lambda: _redis_up(broker), 20, "the restarted Redis")
         h.start_worker()
         _wait(lambda: all(h.status(r) in TERMINAL for r in runs), 420, "every run to end", h.proc)
@@ -126,8 +127,10 @@ def test_redis_restart_without_persistence_loses_no_queued_run(tmp_path):
         assert all(h.scalar("SELECT enqueue_count FROM runs WHERE id = :i", i=r) == 1 for r in runs)  # one re-send each
         _executed_once(h, runs)
     finally:
-        h.stop_worker()
-        server.terminate()
+        if h is not None:
+            h.stop_worker()
+        for server in servers:
+            server.terminate()
 
 
 def test_silent_broker_fails_submission_within_seconds(tmp_path, monkeypatch):

@@ -39,6 +39,9 @@ def _wait(pred, timeout: float, what: str, proc: subprocess.Popen | None = None)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+STARTED: list[subprocess.Popen] = []  # every worker a test started; tests/jobs/conftest.py stops leftovers
+
+
 class Harness:
     """A data directory, its database, a broker URL and a worker process."""
 
@@ -57,6 +60,7 @@ class Harness:
             [sys.executable, "-m", "jobs.cli", "worker", "--pool", "prefork", "--name", f"{name}@host", "--loglevel", "INFO"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        STARTED.append(self.proc)
         _wait(lambda: self.scalar("SELECT count(*) FROM workers WHERE name = :n", n=f"{name}@host"), 120, "worker registration", self.proc)
 
     def stop_worker(self, sig: int = signal.SIGTERM) -> None:
@@ -79,7 +83,7 @@ class Harness:
         """Write the Run row, commit, then send a JSON message with only the id."""
         from db import queries
         from db.session import session_scope
-        from jobs.pipeline import validate_request
+        from jobs.submit import validate_request
 
         pb = validate_request(playbook, "tiny-llama", "cpu")
         with session_scope(self.db_url) as s:

@@ -1,5 +1,5 @@
-"""llm_int8: config, verdicts, outlier columns from calibration magnitudes stay float16,
-the rest int8; beats plain W8A8 on a model with outlier channels."""
+"""llm_int8: config, verdicts, the outlier columns of each batch decomposed into float (decided at
+run time, reported per layer), the rest int8; beats plain W8A8 on a model with outlier channels."""
 import copy
 
 import pytest
@@ -24,14 +24,16 @@ def test_outliers_kept_in_float_and_beats_w8a8():
     wl = tiny_lm_workload(n_calib=4, outliers=True)
     out = T.apply(wl, T.config())
     check_swapped(wl, out, QuantLinearLLMInt8)
+    x = wl.eval.token_ids[:64][None]
     q_proj = out.model.model.layers[0].self_attn.q_proj
-    assert set(q_proj.outlier_idx.tolist()) >= {3, 17, 64, 101}  # the channels made ×40 in the norm
-    assert out.meta["llm_int8_outliers"]["model.layers.0.self_attn.q_proj"] == q_proj.outlier_idx.numel()
+    logits(out, x)
+    assert set(q_proj.last_outliers.tolist()) >= {3, 17, 64, 101}  # the channels made ×40 in the norm
+    frac = out.meta["llm_int8_outlier_fraction"]
+    assert 0 < frac["model.layers.0.self_attn.q_proj"] < 0.2  # a few columns per batch, not most of them
     q, f16 = linear_weight_bytes(out.model)
-    assert q / f16 < 0.62  # down_proj keeps 142-165 of 352 columns in fp16 here: observed 0.592
+    assert q / f16 < 0.52  # every column int8 + fp32 row scales: observed 0.51
     naive = copy.deepcopy(wl.model)
     replace_linears(naive, default_predicate(naive), lambda n, l: QuantLinearInt8.from_linear(l, act_int8=True))
-    x = wl.eval.token_ids[:64][None]
     ref = logits(wl, x)
     assert rel_err(ref, logits(out, x)) < 0.5 * rel_err(ref, logits(wl.with_model(naive), x))  # observed 0.017 vs 0.094
 

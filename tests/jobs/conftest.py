@@ -1,0 +1,23 @@
+"""A test that fails between starting a worker and stopping it must not leave the worker
+consuming the shared Redis database of the tests that follow."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_workers():
+    from tests.jobs.test_worker_integration import STARTED
+
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
