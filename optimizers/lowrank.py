@@ -21,7 +21,7 @@ def rank_for_energy(s: torch.Tensor, energy: float) -> int:
     if not 0.0 < energy <= 1.0:
         raise ValueError(f"energy={energy} must be in (0, 1]")
     cum = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
-    return int(torch.searchsorted(cum, torch.tensor(energy, dtype=torch.float64) - 1e-12)) + 1
+    return int(torch.searchsorted(cum, torch.tensor(energy - 1e-12, dtype=torch.float64, device=s.device))) + 1
 
 
 def factored_params(out_f: int, in_f: int, rank: int) -> int:

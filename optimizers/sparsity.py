@@ -111,12 +111,12 @@ def wanda_scores(weight: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor
 def input_norms(model: nn.Module, layers: Named, calibration: Iterable[Any]) -> dict[str, torch.Tensor]:
     """‖X_j‖₂ over every calibration token for each input channel j of each layer, from forward
     hooks during a pass of the calibration batches through the (dense) model."""
-    sq = {n: torch.zeros(m.in_features, dtype=torch.float64) for n, m in layers}
+    sq = {n: torch.zeros(m.in_features, dtype=torch.float64, device=m.weight.device) for n, m in layers}
 
     def hook(name: str):
         def fn(_mod, args):
             x = args[0].detach().reshape(-1, args[0].shape[-1]).double()  # (tokens, in)
-            sq[name] += (x * x).sum(0).cpu()
+            sq[name] += (x * x).sum(0)
         return fn
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers]

@@ -120,7 +120,7 @@ def collect_inputs(model: nn.Module, names: Iterable[str], batches, max_tokens: 
     def on(name, x):
         if count[name] < max_tokens:
             x = x[: max_tokens - count[name]]
-            got[name].append(x.cpu())
+            got[name].append(x.detach())  # stays on the model's device
             count[name] += x.shape[0]
 
     with InputCollector(model, names, on, stop_after) as c:

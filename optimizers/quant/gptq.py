@@ -34,12 +34,12 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int = 4, group_size: i
         perm = torch.argsort(torch.diag(H), descending=True)
         W, H = W[:, perm], H[perm][:, perm]
     else:
-        g_scale = torch.zeros(n, groups)
-        g_zero = torch.zeros(n, groups)
-        perm = torch.arange(k)
+        g_scale = torch.zeros(n, groups, device=W.device)
+        g_zero = torch.zeros(n, groups, device=W.device)
+        perm = torch.arange(k, device=W.device)
     invperm = torch.argsort(perm)
 
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(k)
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(k, device=H.device)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)  # (K, K)
 
     Q = torch.zeros_like(W)  # codes, permuted order
