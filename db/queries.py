@@ -201,6 +201,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "gates_verdict": run.gates_verdict or "not checked",
         "executed": any(st.status == "succeeded" for st in run.steps),
         "baseline_dtype": run.baseline_dtype,
+        "scenario": (run.playbook_snapshot or {}).get("scenario") or "inference",
         "environment": run.environment or {},
     }
 

@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from jobs import pipeline, submit
 
     try:
-        pb = submit.validate_request(resolve_playbook(args.playbook), args.workload, args.device)
+        pb = submit.validate_request(resolve_playbook(args.playbook), args.workload, args.device, args.scenario)
     except ValueError as err:
         return _fail(str(err), args.json)
     upgrade()
@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("playbook", help="playbook YAML file or library playbook name")
     r.add_argument("--workload", required=True, help="built-in workload (e.g. ref-lm), local dir or HF id")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    r.add_argument("--scenario", default=None, choices=["inference", "serving", "training"],
+                   help="the protocol the run is judged in (default: from the playbook's when.goal and the workload)")
     r.add_argument("--baseline-dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="precision of the baseline every step is compared with (default fp32 on CPU, bf16 on CUDA)")
     r.add_argument("--json", action="store_true")

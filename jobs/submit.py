@@ -24,8 +24,44 @@ def default_baseline_dtype(device: str) -> str:
 MAX_WORKLOAD_CHARS = 500  # runs.workload is String(500)
 
 
-def validate_request(playbook: Playbook | dict[str, Any], workload: str, device: str) -> Playbook:
-    """Everything checked before a row is written or a message sent."""
+def validate_request(playbook: Playbook | dict[str, Any], workload: str, device: str,
+                     scenario: str | None = None) -> Playbook:
+    """Everything checked before a row is written or a message sent; returns the playbook with
+    the scenario it will be judged in (asked for, or from its ``when.goal`` and the workload)."""
+    pb = _validate_target(playbook, workload, device)
+    return with_scenario(pb, workload, scenario)
+
+
+def with_scenario(pb: Playbook, workload: str, requested: str | None = None) -> Playbook:
+    """Resolve the scenario and refuse up front what it cannot judge: a scenario not built yet,
+    a runtime or recipe step it does not apply, a gate on a metric it does not measure."""
+    from optimizers import registry
+    from optimizers.scenarios import default_scenario, scenario
+    from optimizers.workloads import workload_task
+
+    try:
+        name = requested or pb.scenario or default_scenario(pb.when.get("goal"), workload_task(workload))
+        sc = scenario(name)
+    except ValueError as err:
+        raise PlaybookError(str(err)) from None
+    why = "asked for" if requested or pb.scenario else f"from when.goal={pb.when.get('goal')}"
+    if not sc.built:
+        raise PlaybookError(f"playbook {pb.name!r} is judged in the {name} scenario ({why}), and {sc.not_built}"
+                            + (" (speedbook run --scenario inference)" if name == "serving" else ""))
+    for i, step in enumerate(pb.steps):
+        if step.technique in registry.names():
+            kind = registry.get(step.technique).kind
+            if kind != "transform" and step.technique not in sc.settings:
+                raise PlaybookError(f"steps[{i}] ({step.technique}) is a {kind} setting the {name} scenario does not "
+                                    f"apply; it applies {', '.join(sorted(sc.settings)) or 'none'}")
+    for i, gate in enumerate(pb.expect):
+        if gate.metric not in sc.metrics:
+            raise PlaybookError(f"expect[{i}].metric={gate.metric!r} is not measured in the {name} scenario; "
+                                f"choose one of {', '.join(sc.metrics)}")
+    return pb.model_copy(update={"scenario": name})
+
+
+def _validate_target(playbook: Playbook | dict[str, Any], workload: str, device: str) -> Playbook:
     from optimizers.workloads import workload_names
     from optimizers.workloads.base import WorkloadError
     from optimizers.workloads.hf import contained_path, looks_local
@@ -63,10 +99,11 @@ def create_run(pb: Playbook, workload: str, device: str, *, team_id: int = queri
         return run.id
 
 
-def submit(pb: Playbook | dict[str, Any], workload: str, device: str = "cpu", **kw: Any) -> int:
+def submit(pb: Playbook | dict[str, Any], workload: str, device: str = "cpu", *, scenario: str | None = None,
+           **kw: Any) -> int:
     """Validate, write the Run row and commit, then enqueue a task carrying only the id. A broker
     that is down or silent fails the submission within seconds and the run ends ``failed``."""
-    pb = validate_request(pb, workload, device)
+    pb = validate_request(pb, workload, device, scenario)
     run_id = create_run(pb, workload, device, **kw)
     with session_scope() as s:  # before publishing: a crash in between leaves a run the sweeper re-sends
         s.execute(update(queries.Run).where(queries.Run.id == run_id).values(enqueued_at=utcnow(), enqueue_count=1))

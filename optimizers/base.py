@@ -82,6 +82,7 @@ class Technique:
     tasks: ClassVar[frozenset[str]] = frozenset({"causal_lm", "encoder", "vision"})
     devices: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
     lossless: ClassVar[bool] = False  # True only if outputs are unchanged up to float error
+    kind: ClassVar[str] = "transform"  # transform (returns a new model) | runtime | recipe (settings a scenario applies)
     needs_calibration: ClassVar[bool] = False
 
     def config(self, params: dict[str, Any] | None = None) -> TechniqueConfig:
@@ -112,6 +113,7 @@ class Technique:
             "family": cls.family,
             "summary": cls.summary,
             "lossless": cls.lossless,
+            "kind": cls.kind,
             "needs_calibration": cls.needs_calibration,
             "tasks": sorted(cls.tasks),
             "devices": sorted(cls.devices),

@@ -65,11 +65,27 @@ if pb is not None:
         if pb.expect:
             st.text("expect: " + "; ".join(g.model_dump_json(exclude_none=True) for g in pb.expect))
 
-if st.button("Run this playbook", type="primary", disabled=pb is None):
+scenario, blocked = None, False
+if pb is not None:
+    from optimizers.scenarios import SCENARIOS, default_scenario
+    from optimizers.workloads import workload_task
+
+    natural = pb.scenario or default_scenario(pb.when.get("goal"), workload_task(workload))
+    built = [n for n, sc in SCENARIOS.items() if sc.built]
+    if natural in built:
+        scenario = col2.selectbox("Scenario", built, index=built.index(natural), help="the protocol the run is judged in")
+    elif natural == "serving":  # its model transforms still measure one request at a time: the user sees the choice
+        st.info(f"By its goal this playbook is judged in the serving scenario, and {SCENARIOS[natural].not_built}.")
+        scenario = col2.selectbox("Scenario", built, index=built.index("inference"), help="the protocol the run is judged in")
+    else:
+        st.warning(f"This playbook is judged in the {natural} scenario, and {SCENARIOS[natural].not_built}.")
+        blocked = True
+
+if st.button("Run this playbook", type="primary", disabled=pb is None or blocked):
     from jobs import submit
 
     try:
-        run_id = submit.submit(pb, workload, device, team_id=team_id, playbook_id=playbook_id,
+        run_id = submit.submit(pb, workload, device, team_id=team_id, playbook_id=playbook_id, scenario=scenario,
                                baseline_dtype=None if dtype == "default" else dtype)
     except Exception as err:  # bad input, broker down, database refused…: say what happened, no trace
         st.error(f"Could not submit the run: {user_error(err)}")

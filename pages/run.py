@@ -36,7 +36,7 @@ def show() -> None:
         summary = queries.run_summary(run)
         times = (run.created_at, run.started_at, run.finished_at)
     st.title(f"🔎 Run {run_id}: {md_escape(summary['playbook'])}")
-    st.caption(f"{md_escape(summary['workload'])} on {summary['device']} · {STATUS_ICON.get(summary['status'], '')} "
+    st.caption(f"{md_escape(summary['workload'])} on {summary['device']} · judged in {summary['scenario']} · {STATUS_ICON.get(summary['status'], '')} "
                f"{summary['status']} · elapsed {duration(times[1], times[2])}")
     steps = summary["steps"]
     done = sum(1 for s_ in steps if s_["status"] in ("succeeded", "skipped", "failed"))

@@ -4,7 +4,7 @@ invalid parameter → ``PlaybookError`` naming the step and the field)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -78,6 +78,9 @@ class Playbook(BaseModel):
     source: str = Field("", max_length=500, description="where in the taxonomy this playbook comes from")
     description: str = Field("", max_length=10_000)
     when: dict[str, Any] = Field(default_factory=dict, description="the constraints this playbook serves")
+    scenario: Literal["inference", "serving", "training"] | None = Field(
+        None, description="the protocol the run is judged in; default from when.goal (serve → serving for a causal LM, "
+                          "pretrain/finetune → training, else inference)")
     steps: list[Step] = Field(min_length=1, max_length=64)
     expect: list[Gate] = Field(default_factory=list, max_length=64)
 

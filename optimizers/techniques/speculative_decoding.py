@@ -36,6 +36,7 @@ def _draft_model(workload: Workload, config: SpeculativeDecodingConfig) -> torch
 
 @register
 class SpeculativeDecoding(Technique):
+    kind = "runtime"  # a decoding strategy the scenario applies, the model is unchanged
     name = "speculative_decoding"
     family = "serving"
     summary = "a small draft proposes tokens, the target verifies them at once: identical greedy output"

@@ -40,6 +40,7 @@ def _example(workload: Workload):
 
 @register
 class TorchCompile(Technique):
+    kind = "runtime"  # how the scenario runs the model (compile mode), not a new model
     name = "torch_compile"
     family = "compilers"
     summary = "torch.compile (Dynamo + Inductor): fused kernels, same outputs; compile time per input shape"

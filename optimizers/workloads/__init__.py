@@ -11,14 +11,39 @@ from optimizers.workloads.base import Workload, WorkloadError
 
 
 @lru_cache(maxsize=1)
+def _modules() -> list:
+    return [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)
+            if not info.name.startswith("_") and info.name not in ("base", "hf")]
+
+
+@lru_cache(maxsize=1)
 def _loaders() -> dict[str, Callable[[str], Workload]]:
     out: dict[str, Callable[[str], Workload]] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name in ("base", "hf"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
+    for mod in _modules():
         out.update(getattr(mod, "WORKLOADS", {}))
     return out
+
+
+def workload_task(name: str) -> str | None:
+    """The task (causal_lm | encoder | vision) of a workload without loading its weights: a
+    built-in's module declares it; a local model directory's config.json tells; else None."""
+    for mod in _modules():
+        if name in getattr(mod, "WORKLOADS", {}):
+            return mod.TASK
+    from pathlib import Path
+
+    from optimizers.workloads.hf import looks_local
+
+    if looks_local(name) and (Path(name).expanduser() / "config.json").is_file():
+        from transformers import AutoConfig
+
+        from optimizers.workloads.hf import infer_task
+
+        try:
+            return infer_task(AutoConfig.from_pretrained(str(Path(name).expanduser()), local_files_only=True))
+        except (OSError, ValueError):
+            return None
+    return None
 
 
 def workload_names() -> list[str]:

@@ -104,3 +104,4 @@ def load(device: str = "cpu") -> Workload:
 
 
 WORKLOADS = {"digits-cnn": load}
+TASK = "vision"  # what every workload of this module is (read before loading, e.g. to pick a scenario)

@@ -97,3 +97,4 @@ def load(device: str = "cpu") -> Workload:
 
 
 WORKLOADS = {"minilm": load}
+TASK = "encoder"  # what every workload of this module is (read before loading, e.g. to pick a scenario)

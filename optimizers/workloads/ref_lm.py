@@ -125,3 +125,4 @@ WORKLOADS = {
     "ref-lm": lambda device="cpu": load("ref-lm", device),
     "ref-lm-draft": lambda device="cpu": load("ref-lm-draft", device),
 }
+TASK = "causal_lm"  # what every workload of this module is (read before loading, e.g. to pick a scenario)

@@ -46,3 +46,4 @@ def load(device: str = "cpu") -> Workload:
 
 
 WORKLOADS = {"tiny-llama": load}
+TASK = "causal_lm"  # what every workload of this module is (read before loading, e.g. to pick a scenario)

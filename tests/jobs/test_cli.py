@@ -15,7 +15,7 @@ def _cli(*args: str, data) -> subprocess.CompletedProcess:
 
 
 def test_run_json_shape(tmp_path):
-    out = _cli("run", "int8-dynamic", "--workload", "tiny-llama", "--json", data=tmp_path)
+    out = _cli("run", "int8-dynamic", "--workload", "tiny-llama", "--scenario", "inference", "--json", data=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout)
     assert {"run_id", "status", "workload", "device", "baseline", "steps", "final"} <= set(doc)

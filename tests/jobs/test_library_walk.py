@@ -1,0 +1,53 @@
+"""Every library playbook on every built-in workload is accepted with the scenario it will be
+judged in, or refused before anything is written with a reason naming the scenario, the step or
+the gate. (Executing every pair is `make bench`'s job; this walk is the up-front contract.)"""
+from __future__ import annotations
+
+import pytest
+
+from jobs import submit
+from optimizers.scenarios import SCENARIOS
+from optimizers.workloads import workload_names, workload_task
+from playbooks.errors import PlaybookError
+from playbooks.schema import library
+
+PAIRS = [(p, w) for p in sorted(library()) for w in workload_names()]
+
+
+@pytest.mark.parametrize("playbook, workload", PAIRS)
+def test_library_playbook_is_accepted_or_refused_up_front(playbook, workload):
+    pb = library()[playbook]
+    try:
+        resolved = submit.validate_request(pb, workload, "cpu")
+    except PlaybookError as err:
+        msg = str(err)
+        assert "scenario" in msg and ("not built" in msg or "does not apply" in msg or "not measured" in msg), msg
+        return
+    sc = SCENARIOS[resolved.scenario]
+    assert sc.built and all(g.metric in sc.metrics for g in resolved.expect)
+
+
+def test_training_playbooks_are_never_judged_on_inference_by_default():
+    for name, pb in library().items():
+        goals = set(pb.when.get("goal") or [])
+        if goals & {"pretrain", "finetune"}:
+            with pytest.raises(PlaybookError, match="training scenario"):
+                submit.validate_request(pb, "ref-lm", "cpu")
+
+
+def test_serving_playbook_on_a_causal_lm_needs_serving_or_an_explicit_inference_run():
+    pb = library()["int8-dynamic"]
+    assert workload_task("tiny-llama") == "causal_lm"
+    with pytest.raises(PlaybookError, match="serving scenario"):
+        submit.validate_request(pb, "tiny-llama", "cpu")
+    assert submit.validate_request(pb, "tiny-llama", "cpu", scenario="inference").scenario == "inference"
+    assert submit.validate_request(pb, "minilm", "cpu").scenario == "inference"  # not a causal LM: inference
+
+
+def test_gates_and_settings_outside_the_scenario_are_refused():
+    with pytest.raises(PlaybookError, match=r"expect\[0\].metric='train_loss' is not measured in the inference"):
+        submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}],
+                                 "expect": [{"metric": "train_loss", "max": 3}]}, "tiny-llama", "cpu")
+    with pytest.raises(PlaybookError, match="scenario=.warp. is not valid"):
+        submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}]}, "tiny-llama",
+                                "cpu", scenario="warp")
