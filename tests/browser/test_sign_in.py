@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.browser.test_main_flow import CHROMIUM, FLAGS, _idle
+from tests.browser.test_main_flow import _idle, browser  # noqa: F401 (fixture)
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -64,16 +64,6 @@ def site(tmp_path_factory):
     (d / ".streamlit").mkdir()
     (d / ".streamlit" / "secrets.toml").write_text(SECRETS)
     return d
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.mark.parametrize("launcher", ["streamlit", "jobs.webserver"])
