@@ -7,11 +7,13 @@ import signal
 
 import pytest
 
+# imported at collection, like every test module: importing tests.conftest later (inside a
+# fixture) would run it again and point SPEEDBOOK_DATA at a fresh, unmigrated directory
+from tests.jobs.test_worker_integration import STARTED
+
 
 @pytest.fixture(autouse=True)
 def _no_leftover_workers():
-    from tests.jobs.test_worker_integration import STARTED
-
     yield
     while STARTED:
         proc = STARTED.pop()

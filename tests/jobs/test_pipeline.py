@@ -119,8 +119,11 @@ def test_cancel_between_steps(migrated_sqlite, monkeypatch):
         (PB, "./missing/dir", "cpu", "outside the allowed model folders"),
     ],
 )
-def test_bad_input_writes_nothing_and_enqueues_nothing(migrated_sqlite, monkeypatch, playbook, workload, device, fragment):
+def test_bad_input_writes_nothing_and_enqueues_nothing(migrated_sqlite, monkeypatch, tmp_path, playbook, workload, device,
+                                                        fragment):
     from jobs.celery_app import app
+
+    monkeypatch.setenv("SPEEDBOOK_MODEL_ROOTS", str(tmp_path / "models"))  # the repo (cwd) is outside it, wherever cloned
 
     sent = []
     monkeypatch.setattr(app, "send_task", lambda *a, **k: sent.append((a, k)))

@@ -7,10 +7,11 @@ from optimizers.workloads.base import WorkloadError
 from optimizers.workloads.hf import load_hf
 
 
-def test_missing_path_is_a_clear_error(tmp_path):
+def test_missing_path_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPEEDBOOK_MODEL_ROOTS", str(tmp_path))
     with pytest.raises(WorkloadError, match="no model directory"):
         load_workload(str(tmp_path / "nope"))
-    with pytest.raises(WorkloadError, match="outside the allowed model folders"):  # relative to the repo, not a root
+    with pytest.raises(WorkloadError, match="outside the allowed model folders"):  # relative to cwd, not a root
         load_workload("./definitely/not/here")
 
 
