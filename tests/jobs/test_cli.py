@@ -57,7 +57,10 @@ def test_dev_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path):
             except OSError:
                 pass
             if (tmp_path / "speedbook.db").exists():
-                workers = sqlite3.connect(tmp_path / "speedbook.db").execute("SELECT name FROM workers").fetchall()
+                try:  # the file exists a moment before its migrations have created the tables
+                    workers = sqlite3.connect(tmp_path / "speedbook.db").execute("SELECT name FROM workers").fetchall()
+                except sqlite3.OperationalError:
+                    workers = []
         assert healthy and workers
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
