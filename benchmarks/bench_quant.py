@@ -68,7 +68,7 @@ def _apply(name: str, wl, params: dict[str, Any]):
     verdict = t.check(Target.of(wl), cfg)
     if not verdict.runnable:
         return None, f"{verdict.status}: {verdict.reason}"
-    return t.apply(wl, cfg), "runs"
+    return t.apply(wl, cfg).workload, "runs"
 
 
 def bench_workload(wname: str, plan=PLAN, speed: bool = True) -> list[dict[str, Any]]:

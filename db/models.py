@@ -3,14 +3,32 @@ format: one row per name/value, measured or estimated) and workers."""
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
-STEP_STATUSES = ("pending", "running", "succeeded", "failed", "skipped")
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    timed_out = "timed_out"
+
+
+class StepStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    skipped = "skipped"
+
+
+RUN_STATUSES = tuple(RunStatus)
+FINAL_STATUSES = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled, RunStatus.timed_out})
+STEP_STATUSES = tuple(StepStatus)
 
 
 def utcnow() -> dt.datetime:
@@ -85,6 +103,7 @@ class StepResult(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     notes: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # per-layer tables, curves, settings
     run: Mapped[Run] = relationship(back_populates="steps")
 
     __table_args__ = (UniqueConstraint("run_id", "index", name="uq_step_run_index"),)
@@ -97,7 +116,7 @@ class Metric(Base):
     __tablename__ = "metrics"
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    phase: Mapped[str] = mapped_column(String(10))  # baseline | step | final
+    phase: Mapped[str] = mapped_column(String(10))  # baseline | step | final | check | diagnostic
     step_index: Mapped[int] = mapped_column(Integer, default=-1)  # -1 for baseline / final
     name: Mapped[str] = mapped_column(String(100))
     value: Mapped[float] = mapped_column(Float)

@@ -191,6 +191,8 @@ def run_summary(run: Run) -> dict[str, Any]:
                 "notes": st.notes or [],
                 "metrics": by.get(("step", st.index), {}),
                 "check": by.get(("check", st.index), {}),  # correctness-check figures of a check-only step
+                "diagnostics": by.get(("diagnostic", st.index), {}),  # figures computed while applying
+                "details": st.details or {},  # per-layer tables, curves, the settings the step added
                 "peers": peers.get(str(st.index), {}),
             }
             for st in run.steps

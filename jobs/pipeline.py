@@ -12,10 +12,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass, replace
+
 from sqlalchemy import select
 
 from db import queries
-from db.models import StepResult, utcnow
+from db.recorder import RunRecorder
 from db.session import session_scope
 from jobs.settings import time_limits
 from playbooks.errors import PlaybookError
@@ -128,13 +130,6 @@ class _Heartbeat:
             raise Cancelled()
 
 
-def _set_step(run_id: int, index: int, **values: Any) -> None:
-    with session_scope() as s:
-        step = s.query(StepResult).filter_by(run_id=run_id, index=index).one()
-        for k, v in values.items():
-            setattr(step, k, v)
-
-
 def _estimates(workload) -> dict[str, float]:
     """The estimator's figures for this model, recorded next to the measured ones."""
     cfg = workload.meta.get("config")
@@ -149,48 +144,101 @@ def _estimates(workload) -> dict[str, float]:
     return {f"estimated_weight_bytes_{k}": float(v) for k, v in wb.items() if isinstance(v, (int, float))}
 
 
-def _run_step(run_id: int, index: int, step, current, baseline, hb: _Heartbeat):
-    """Apply one step and measure it; returns the new workload (or the same one if skipped)."""
+@dataclass(frozen=True)
+class _State:
+    """What the fold carries from one step to the next: the current workload, the runtime /
+    recipe settings accumulated so far, and the latest measurement (the final one at the end)."""
+
+    workload: Any
+    settings: dict[str, Any]
+    measurement: Any
+
+
+def describe_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as the Run page shows them: a model (a draft) by its class and size, never its repr."""
+    import torch
+
+    def one(v: Any) -> Any:
+        if isinstance(v, torch.nn.Module):
+            return f"{type(v).__name__} ({sum(p.numel() for p in v.parameters()):,} parameters)"
+        if isinstance(v, dict):
+            return {k: one(x) for k, x in v.items()}
+        return v
+
+    return {k: one(v) for k, v in settings.items()}
+
+
+def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _Heartbeat) -> _State:
+    """Apply one step and measure it under the scenario with the settings so far; the next state."""
     from optimizers import registry
     from optimizers.base import Target
     from optimizers.measure import measure
 
-    _set_step(run_id, index, status="running", started_at=utcnow())
+    rec.step_started(index)
     if step.technique not in registry.names():
-        _set_step(run_id, index, status="skipped", finished_at=utcnow(),
-                  verdict={"status": "advice-only", "reason": _advice_reason(step.technique)})
-        return current
+        rec.step_skipped(index, {"status": "advice_only", "reason": _advice_reason(step.technique)})
+        return state
     tech = registry.get(step.technique)
     cfg = tech.config(step.params)
-    verdict = tech.check(Target.of(current), cfg)
+    verdict = tech.check(Target.of(state.workload), cfg)
     if not verdict.runnable:
-        _set_step(run_id, index, status="skipped", finished_at=utcnow(), verdict=verdict.to_dict())
-        return current
-    new = tech.apply(current, cfg)
-    peers = new.meta.pop("peers", {})  # {variant: model}: a peer library's result for the same step
-    notes = list(new.meta.pop("step_notes", []))
-    check_only = new.meta.pop("check_only_metrics", None)  # a correctness-check step: its own figures
+        rec.step_skipped(index, verdict.to_dict())
+        return state
+    record = tech.apply(state.workload, cfg)
     hb.check()
-    if check_only is not None:
-        with session_scope() as s:
-            queries.write_metrics(s, run_id, "check", check_only, step_index=index)
-            step_row = s.query(StepResult).filter_by(run_id=run_id, index=index).one()
-            step_row.status, step_row.finished_at, step_row.verdict = "succeeded", utcnow(), verdict.to_dict()
-            step_row.notes = notes
-        return new
-    m = measure(new, reference=baseline)
+    settings = {**state.settings, **record.settings}  # settings accumulate; transforms replace the workload
+    if record.check_metrics is not None:  # a correctness-check step: its own figures, nothing re-measured
+        rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=None, peers={})
+        return replace(state, workload=record.workload, settings=settings)
+    m = measure(record.workload, reference=baseline, runtime=settings)
     peer_metrics = {}
-    for variant, peer_model in peers.items():  # same protocol, same run, same baseline
+    for variant, peer_model in record.peers.items():  # same protocol, same run, same baseline
         hb.check()
-        peer_metrics[variant] = measure(new.with_model(peer_model), reference=baseline).metrics
-    with session_scope() as s:
-        queries.write_metrics(s, run_id, "step", m.metrics, step_index=index)
-        for variant, values in peer_metrics.items():
-            queries.write_metrics(s, run_id, "step", values, step_index=index, variant=variant)
-        step_row = s.query(StepResult).filter_by(run_id=run_id, index=index).one()
-        step_row.status, step_row.finished_at, step_row.verdict = "succeeded", utcnow(), verdict.to_dict()
-        step_row.notes = notes
-    return new, m
+        peer_metrics[variant] = measure(record.workload.with_model(peer_model), reference=baseline,
+                                        runtime=settings).metrics
+    rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=m.metrics,
+                  peers=peer_metrics)
+    return _State(record.workload, settings, m)
+
+
+def preflight(pb: Playbook, workload) -> None:
+    """Every step's ``check`` against the target it will meet, before the baseline is measured:
+    a step that cannot compose with the ones before it (a quantizer after every nn.Linear was
+    replaced, a group size that divides no layer, a draft that does not exist) stops the run
+    here, naming the step and the fix; a step that merely cannot run here is skipped later."""
+    from optimizers import registry
+    from optimizers.base import Target
+
+    start = Target.of(workload)
+    target, replaced_by = start, None
+    for i, step in enumerate(pb.steps):
+        if step.technique not in registry.names():
+            continue
+        tech = registry.get(step.technique)
+        cfg = tech.config(step.params)
+        verdict = tech.check(target, cfg)
+        if verdict.status == "refused":
+            composes = tech.check(start, cfg).runnable  # fine alone: it cannot follow the steps before it
+            if composes or verdict.blame == "config":
+                after = (f"; steps[{replaced_by[0]}] ({replaced_by[1]}) replaced every nn.Linear before it"
+                         if composes and replaced_by is not None else "")
+                raise PlaybookError(f"refused before start: steps[{i}] ({step.technique}): {verdict.reason}{after}")
+        if verdict.runnable:
+            if tech.replaces_linear:
+                replaced_by = (i, step.technique)
+            target = target.after(tech, cfg)
+
+
+def run_settings(pb: Playbook) -> dict[str, Any]:
+    """Settings the whole run needs from its baseline on, so every ratio compares like with like
+    (a playbook with a speculative step decodes through generate() in the baseline too)."""
+    from optimizers import registry
+
+    out: dict[str, Any] = {}
+    for step in pb.steps:
+        if step.technique in registry.names():
+            out |= registry.get(step.technique).run_settings
+    return out
 
 
 def _advice_reason(entry_id: str) -> str:
@@ -251,40 +299,37 @@ def _short_error(err: BaseException) -> str:
 
 
 def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, dtype: str, hb: _Heartbeat) -> str:
+    """The run as a plain fold over its steps; every row is written by one recorder."""
     from optimizers.measure import measure
     from optimizers.workloads import load_workload
 
+    rec = RunRecorder(run_id)
     current = load_workload(workload_name, device)
     if dtype != "fp32":  # the baseline itself in 16 bits: what real deployments compare against
         from optimizers.techniques.half_precision import DTYPES
 
         current = current.with_model(current.model.to(DTYPES[dtype]))
     current.meta["artifact_dir"] = str(artifact_dir(run_id))  # where steps may write files (exports)
-    measure(current, memory=False)  # discarded: the process's first-use costs must not inflate the baseline
+    preflight(pb, current)
+    base_settings = run_settings(pb)
+    measure(current, memory=False, runtime=base_settings)  # discarded: first-use costs must not inflate the baseline
     hb.check()
-    baseline = measure(current)
-    with session_scope() as s:
-        queries.write_metrics(s, run_id, "baseline", baseline.metrics)
-        queries.write_metrics(s, run_id, "baseline", _estimates(current), kind="estimated")
-        s.get(queries.Run, run_id).environment = baseline.environment
-    final = baseline
+    baseline = measure(current, runtime=base_settings)
+    rec.baseline(baseline.metrics, _estimates(current), baseline.environment)
+    state = _State(current, base_settings, baseline)
     for i, step in enumerate(pb.steps):
         hb.check()
         try:
-            out = _run_step(run_id, i, step, current, baseline, hb)
+            state = _run_step(rec, i, step, state, baseline, hb)
         except Cancelled:
             raise
         except Exception as err:
-            _set_step(run_id, i, status="failed", finished_at=utcnow(), error=_short_error(err))
+            rec.step_failed(i, _short_error(err))
             raise RuntimeError(f"step {i + 1} ({step.technique}) failed: {_short_error(err)}") from err
-        if isinstance(out, tuple):
-            current, final = out
+    final = state.measurement
     gates = []
     for gate in pb.expect:
         ok, detail = gate.check(baseline.metrics.get(gate.metric), final.metrics.get(gate.metric))
         gates.append({"metric": gate.metric, "ok": ok, "detail": detail})
-    with session_scope() as s:
-        queries.write_metrics(s, run_id, "final", final.metrics)
-        run = s.get(queries.Run, run_id)
-        run.gates, run.gates_verdict = gates, gates_verdict(gates)
+    rec.final(final.metrics, gates, gates_verdict(gates))
     return "succeeded"

@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from quant.errors import rel_error
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACTIVATION_DTYPES_HELP = "torch.float32, torch.float16 or torch.bfloat16"
 
@@ -224,13 +226,6 @@ def max_abs_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return (out.float() - ref.float()).abs().max().item()
 
 
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| in fp32 (Frobenius norm); 0 when both are zero."""
-    diff = torch.linalg.vector_norm(out.float() - ref.float()).item()
-    norm = torch.linalg.vector_norm(ref.float()).item()
-    return diff / norm if norm > 0 else diff
-
-
 # atol of the bound in units of max|ref|: fp32 allows summation-order noise; 16-bit types one ulp of
 # the largest output (Triton 3.7's interpreter rounds fp32->bf16 by truncation, GPUs to nearest even).
 
@@ -313,7 +308,7 @@ def bench_row(
         "bytes": int(bytes_moved),
         "flops": int(flops),
         "max_abs_err": k_err,
-        "rel_err": rel_err(out, ref),
+        "rel_err": rel_error(ref, out),
         "eager_max_abs_err": e_err,
         "atol": atol,
         "bound_ok": ok,

@@ -1,10 +1,10 @@
 """The Technique contract (DESIGN.md): one name everywhere, a strict typed config,
-``check(target) -> Verdict`` and ``apply(workload, config) -> workload``.
+``check(target) -> Verdict`` and ``apply(workload, config) -> StepRecord``.
 Configs are pydantic models with ``extra="forbid"`` so a typo in a playbook fails
 before anything runs (the llm-compressor / torchao convention)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -19,7 +19,8 @@ class TechniqueConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-VerdictStatus = Literal["runs", "needs_gpu", "refused"]
+VerdictStatus = Literal["runs", "needs_gpu", "refused", "advice_only"]
+VERDICTS: tuple[str, ...] = ("runs", "needs_gpu", "refused", "advice_only")  # one vocabulary: techniques, guide, DB, UI
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Verdict:
 
     status: VerdictStatus
     reason: str = ""
+    blame: Literal["target", "config"] = "target"  # config: the step's params are at fault (fix them), not the hardware
 
     @property
     def runnable(self) -> bool:
@@ -46,30 +48,65 @@ class Target:
     task: str | None = None  # "causal_lm" | "encoder" | "vision" | None (unknown)
     has_linear: bool = True
     has_calibration: bool = True
+    linears: tuple[tuple[str, int], ...] = ()  # (name, in_features) of the nn.Linear layers the shared selection takes
+    head_linear: bool = False  # the output projection (lm_head) is a plain nn.Linear (selected only on request)
+    quantized: bool = False  # the model holds quantized Linear layers (what an exporter writes)
+    draft: str | None = None  # the workload's own draft model: its name (or its class, when given as a model)
 
     @classmethod
     def of(cls, workload: "Workload") -> "Target":
         import torch
 
+        from optimizers.quant.modules import default_predicate
+
         cap = None
         if workload.device.startswith("cuda") and torch.cuda.is_available():
             cap = torch.cuda.get_device_capability()
-        has_linear = any(isinstance(m, torch.nn.Linear) for m in workload.model.modules())
+        pick = default_predicate(workload.model)
+        linears = tuple((n, m.in_features) for n, m in workload.model.named_modules() if pick(n, m))
+        draft = workload.meta.get("draft")
+        head = getattr(workload.model, "get_output_embeddings", lambda: None)()
         return cls(
             device="cuda" if workload.device.startswith("cuda") else "cpu",
             capability=cap,
             task=workload.task,
-            has_linear=has_linear,
+            has_linear=bool(linears),
             has_calibration=bool(workload.calibration),
+            linears=linears,
+            head_linear=type(head) is torch.nn.Linear,
+            quantized=any(type(m).__name__.startswith("QuantLinear") for m in workload.model.modules()),
+            draft=None if draft is None else (draft if isinstance(draft, str) else type(draft).__name__),
         )
+
+    def after(self, technique: "Technique", config: "TechniqueConfig | None" = None) -> "Target":
+        """The target a later step sees, as far as it can be known before anything runs: a weight
+        quantizer leaves no selected nn.Linear behind (nor the lm_head, if it took it) and a
+        quantized model."""
+        if technique.replaces_linear:
+            took_head = bool(getattr(config, "include_lm_head", False))
+            return replace(self, has_linear=False, linears=(), quantized=True,
+                           head_linear=self.head_linear and not took_head)
+        return self
 
 
 @dataclass
-class StepOutcome:
-    """What ``apply`` reports besides the new workload: side-by-side extras and notes."""
+class StepRecord:
+    """What ``apply`` returns: the typed outcome of one step, which the pipeline folds over and
+    ``db.recorder`` stores. ``workload`` is the next workload (the same one for a runtime or
+    recipe step, whose effect is in ``settings``); nothing here rides in ``workload.meta``."""
 
+    workload: "Workload"
+    settings: dict[str, Any] = field(default_factory=dict)  # runtime / recipe settings the scenario applies
     notes: list[str] = field(default_factory=list)
-    extra_metrics: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)  # scalars computed while applying (stored as metrics)
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-safe tables and curves (per-layer error, loss curve)
+    peers: dict[str, Any] = field(default_factory=dict)  # {variant: model}: a peer library's result for the same step
+    artifacts: list[str] = field(default_factory=list)  # files the step wrote, under the run's artifact folder
+    check_metrics: dict[str, float] | None = None  # a correctness-check step: these figures, no re-measurement
+
+    @property
+    def model(self) -> Any:
+        return self.workload.model
 
 
 class Technique:
@@ -84,6 +121,9 @@ class Technique:
     lossless: ClassVar[bool] = False  # True only if outputs are unchanged up to float error
     kind: ClassVar[str] = "transform"  # transform (returns a new model) | runtime | recipe (settings a scenario applies)
     needs_calibration: ClassVar[bool] = False
+    needs_linear: ClassVar[bool] = False  # works on plain nn.Linear layers (quantizers, pruners, factorizations)
+    replaces_linear: ClassVar[bool] = False  # swaps every selected nn.Linear for a quantized module
+    run_settings: ClassVar[dict[str, Any]] = {}  # what the whole run (baseline too) needs to compare this step like with like
 
     def config(self, params: dict[str, Any] | None = None) -> TechniqueConfig:
         return self.Config(**(params or {}))
@@ -96,13 +136,22 @@ class Technique:
             if "cuda" in self.devices:
                 return Verdict("needs_gpu", f"{self.name} needs a CUDA GPU; this target is {target.device}")
             return Verdict("refused", f"{self.name} runs on {sorted(self.devices)}, not {target.device}")
-        if not target.has_linear and self.family == "quantization":
-            return Verdict("refused", f"{self.name} quantizes nn.Linear layers and this model has none")
+        head_only = bool(getattr(config, "include_lm_head", False)) and target.head_linear
+        if self.needs_linear and not target.has_linear and not head_only:
+            return Verdict("refused", f"{self.name} works on nn.Linear layers and this model has none left "
+                                      "(an earlier weight quantizer replaces them: keep one, or put this step first)")
         if self.needs_calibration and not target.has_calibration:
             return Verdict("refused", f"{self.name} needs calibration data; the workload has none")
+        group_size = getattr(config, "group_size", None)
+        if isinstance(group_size, int) and target.linears and getattr(config, "bits", 4) != 8:  # 8-bit is per channel
+            from optimizers.quant.modules import group_size_problem
+
+            problem = group_size_problem(dict(target.linears), group_size)
+            if problem:
+                return Verdict("refused", problem, blame="config")
         return Verdict("runs")
 
-    def apply(self, workload: "Workload", config: TechniqueConfig) -> "Workload":
+    def apply(self, workload: "Workload", config: TechniqueConfig) -> StepRecord:
         raise NotImplementedError(f"{type(self).__name__}.apply")
 
     @classmethod
@@ -115,7 +164,25 @@ class Technique:
             "lossless": cls.lossless,
             "kind": cls.kind,
             "needs_calibration": cls.needs_calibration,
+            "needs_linear": cls.needs_linear,
+            "replaces_linear": cls.replaces_linear,
             "tasks": sorted(cls.tasks),
             "devices": sorted(cls.devices),
             "config_schema": cls.Config.model_json_schema(),
         }
+
+
+def layer_error_figures(name: str, per_layer: dict[str, float]) -> dict[str, float]:
+    """A per-layer diagnostic (GPTQ error, AWQ α, LLM.int8 outlier fraction) as stored scalars:
+    its mean and maximum over layers; the table itself goes in ``StepRecord.details``."""
+    values = [float(v) for v in per_layer.values()]
+    if not values:
+        return {}
+    return {f"{name}_mean": sum(values) / len(values), f"{name}_max": max(values), f"{name}_layers": float(len(values))}
+
+
+def curve_figures(name: str, curve: list[float]) -> dict[str, float]:
+    """A curve (e.g. QAT's training loss per step) as stored scalars: its first and last values."""
+    if not curve:
+        return {}
+    return {f"{name}_first": float(curve[0]), f"{name}_last": float(curve[-1]), f"{name}_steps": float(len(curve))}

@@ -7,7 +7,6 @@ import os
 import platform
 import statistics
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -105,54 +104,30 @@ def median_and_spread(times_ms: list[float]) -> tuple[float, float]:
     return statistics.median(times_ms), qs[8] - qs[0]
 
 
-class _PeakLiveBytes:
-    """Peak bytes of tensors created during a call and still alive (a dispatch-mode tracker,
-    like torch's MemTracker but indifferent to tensor-subclass parameters, e.g. torchao's)."""
+def _allocator_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak bytes the CPU allocator held beyond what was live when ``fn`` started: every
+    allocation and free torch's profiler records (``profile_memory``), in time order. It sees
+    allocations inside compiled graphs (a dispatch-mode tracker forces the eager path) and is
+    indifferent to tensor-subclass parameters (torchao's)."""
+    from torch.profiler import ProfilerActivity, profile
 
-    def __init__(self) -> None:
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        tracker = self
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                tracker._record(args, kwargs, out)
-                return out
-
-        self.mode, self.live, self.peak = Mode(), 0, 0
-        self._alive: set[int] = set()
-
-    @staticmethod
-    def _tensors(tree: Any) -> list[torch.Tensor]:
-        from torch.utils._pytree import tree_flatten
-
-        return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
-
-    def _record(self, args: Any, kwargs: Any, out: Any) -> None:
-        inputs = {t.untyped_storage().data_ptr() for t in self._tensors((args, kwargs)) if type(t) is torch.Tensor}
-        for t in self._tensors(out):
-            if type(t) is not torch.Tensor:
-                continue
-            ptr = t.untyped_storage().data_ptr()
-            if not ptr or ptr in inputs or ptr in self._alive:
-                continue  # a view of an input or of something already counted
-            n = t.untyped_storage().nbytes()
-            self._alive.add(ptr)
-            self.live += n
-            self.peak = max(self.peak, self.live)
-            weakref.finalize(t, self._free, ptr, n)
-
-    def _free(self, ptr: int, n: int) -> None:
-        if ptr in self._alive:
-            self._alive.discard(ptr)
-            self.live -= n
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+        del out
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()  # negative for a free
+        peak = max(peak, live)
+    return peak
 
 
 def peak_memory_bytes(model: torch.nn.Module, fn: Callable[[], Any], device: str) -> int:
     """Peak bytes while running ``fn``: the model's stored bytes plus the peak of every other
-    tensor alive during the call (torch's own accounting — a dispatch-mode tracker on CPU, the
-    CUDA allocator on GPU — never process RSS, which is unreliable here; see FACTS.md)."""
+    tensor alive during the call (torch's own accounting — the allocator's events through the
+    profiler on CPU, the CUDA allocator's peak on GPU — never process RSS, which is unreliable
+    here; see FACTS.md). Both see a compiled model's own graphs, not an eager stand-in."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -160,11 +135,7 @@ def peak_memory_bytes(model: torch.nn.Module, fn: Callable[[], Any], device: str
         fn()
         torch.cuda.synchronize()
         return stored_bytes(model) + torch.cuda.max_memory_allocated() - base
-    tracker = _PeakLiveBytes()
-    with tracker.mode:
-        out = fn()
-    del out
-    return stored_bytes(model) + int(tracker.peak)
+    return stored_bytes(model) + _allocator_peak_bytes(fn)
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -177,6 +148,7 @@ def environment(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "cpu": _cpu_model(),
+        "cpu_isa": cpu_isa(),
         "host": platform.node(),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -189,6 +161,26 @@ def environment(device: str) -> dict[str, Any]:
     except ImportError:
         pass
     return env
+
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd")
+
+
+def cpu_isa() -> str:
+    """The vector ISA torch dispatches to (``get_cpu_capability``) and the flags that decide
+    low-bit speed (VNNI, BF16, AMX), e.g. ``AVX512 (avx2 avx512f avx512_vnni avx512_bf16)``:
+    recorded with every figure, since speed-ups differ between CPUs of one kind."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    present = " ".join(fl for fl in ISA_FLAGS if fl in flags)
+    return f"{torch.backends.cpu.get_cpu_capability()}" + (f" ({present})" if present else "")
 
 
 def _cpu_model() -> str:
@@ -239,7 +231,7 @@ def _fidelity(ref_logits: torch.Tensor, logits: torch.Tensor) -> dict[str, float
 
 
 @torch.inference_mode()
-def _lm_speed(wl: Workload, s: SpeedSettings) -> tuple[dict[str, float], Callable[[], Any]]:
+def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[dict[str, float], Callable[[], Any]]:
     ev: LMEval = wl.eval  # type: ignore[assignment]
     need = ev.prompt_len * ev.batch_size
     if len(ev.token_ids) < need:
@@ -275,8 +267,8 @@ def _lm_speed(wl: Workload, s: SpeedSettings) -> tuple[dict[str, float], Callabl
         "prefill_tokens_per_s": need / (pre_ms / 1e3),
         "decode_tokens_per_s": ev.batch_size * ev.decode_tokens / (dec_ms / 1e3),
     }
-    if wl.meta.get("generate_kwargs"):
-        out |= _generate_speed(wl, prompt, max(3, s.repeats // 2))
+    if runtime.get("decode_loop") == "generate":  # the run compares generate() with generate()
+        out |= _generate_speed(wl, prompt, max(3, s.repeats // 2), runtime.get("decoding") or {})
     return out, prefill
 
 
@@ -295,29 +287,40 @@ class _Clock:
         self.t_end = time.perf_counter()
 
 
-def _generate_speed(wl: Workload, prompt: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Opt-in (``meta["generate_kwargs"]``, e.g. a speculative draft): decode tokens/s through
-    ``generate(**generate_kwargs)`` and, same run and settings, through plain greedy ``generate()``
-    (``decode_tokens_per_s_plain_generate``), both timed after the first generated chunk, so the
-    ratio is apples to apples; ``greedy_match`` is 1.0 when both produced identical tokens."""
+def _generate_speed(wl: Workload, prompt: torch.Tensor, repeats: int, decoding: dict[str, Any]) -> dict[str, float]:
+    """Decode tokens/s through ``generate()``, timed after the first generated chunk. A run with a
+    decoding strategy (e.g. a speculative draft) measures this way from its baseline on, so the
+    ratio compares generate() with generate(); a step with ``decoding`` kwargs also measures plain
+    greedy ``generate()`` in the same call (``decode_tokens_per_s_plain_generate``), reports
+    ``greedy_match`` (1.0 when both produced identical tokens) and ``tokens_per_target_forward``
+    (generated tokens per forward pass of the target: 1.0 without a draft)."""
     ev: LMEval = wl.eval  # type: ignore[assignment]
     if ev.batch_size != 1:
-        raise ValueError(f"generate_kwargs measurement needs batch_size=1, not {ev.batch_size}")
-    n, extra = ev.decode_tokens, dict(wl.meta["generate_kwargs"])
+        raise ValueError(f"decoding through generate() is measured at batch_size=1, not {ev.batch_size}")
+    n = ev.decode_tokens
     common = dict(attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=n, min_new_tokens=n)
+    calls = [0]
+    hook = wl.model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     out: dict[str, float] = {}
     tokens = {}
-    for suffix, kwargs in (("", extra), ("_plain_generate", {})):
-        rates = []
-        for i in range(repeats + 1):  # the first is warm-up
-            clock = _Clock()
-            tokens[suffix] = wl.model.generate(prompt, **common, **kwargs, streamer=clock)
-            if i:
-                rates.append((n - clock.first_tokens) / max(clock.t_end - clock.t_first, 1e-9))
-        out[f"decode_tokens_per_s{suffix}"] = statistics.median(rates)
-    out["greedy_match"] = float(torch.equal(tokens[""], tokens["_plain_generate"]))
-    if isinstance(extra.get("assistant_model"), torch.nn.Module):
-        out["assistant_stored_bytes"] = float(stored_bytes(extra["assistant_model"]))
+    variants = (("", decoding), ("_plain_generate", {})) if decoding else (("", {}),)
+    try:
+        for suffix, kwargs in variants:
+            rates = []
+            for i in range(repeats + 1):  # the first is warm-up
+                clock, calls[0] = _Clock(), 0
+                tokens[suffix] = wl.model.generate(prompt, **common, **kwargs, streamer=clock)
+                if i:
+                    rates.append((n - clock.first_tokens) / max(clock.t_end - clock.t_first, 1e-9))
+            out[f"decode_tokens_per_s{suffix}"] = statistics.median(rates)
+            if not suffix:
+                out["tokens_per_target_forward"] = n / max(calls[0], 1)  # the prefill pass yields the first token
+    finally:
+        hook.remove()
+    if decoding:
+        out["greedy_match"] = float(torch.equal(tokens[""], tokens["_plain_generate"]))
+    if isinstance(decoding.get("assistant_model"), torch.nn.Module):
+        out["assistant_stored_bytes"] = float(stored_bytes(decoding["assistant_model"]))
     return out
 
 
@@ -405,10 +408,14 @@ def measure(
     speed: bool = True,
     memory: bool = True,
     settings: SpeedSettings | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> Measurement:
     """Measure ``workload`` with the common protocol; fidelity metrics need ``reference``
-    (the baseline's Measurement). Metric names follow ``optimizers.metrics.METRICS``."""
+    (the baseline's Measurement). ``runtime`` holds the settings the inference scenario applies
+    (``decode_loop``: "harness" or "generate"; ``decoding``: generate() kwargs such as a draft),
+    accumulated by the pipeline from the steps so far. Metric names follow ``optimizers.metrics``."""
     wl = workload
+    runtime = runtime or {}
     settings = settings or SpeedSettings.from_env()
     wl.model.eval()
     values: dict[str, float] = {"stored_bytes": float(stored_bytes(wl.model))}
@@ -418,7 +425,7 @@ def measure(
         values |= q
         forward = None
         if speed:
-            sp, forward = _lm_speed(wl, settings)
+            sp, forward = _lm_speed(wl, settings, runtime)
             values |= sp
         if memory:
             ev: LMEval = wl.eval  # type: ignore[assignment]

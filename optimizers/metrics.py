@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from quant.errors import rel_error, sqnr_db  # noqa: F401  (the one definition, re-exported)
+
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -34,6 +36,20 @@ METRICS: dict[str, MetricSpec] = {
     "pair_spearman": MetricSpec("", "higher", "rank corr. with labelled similarity pairs"),
     "sqnr_db": MetricSpec("dB", "higher", "signal-to-quantization-noise ratio"),
     "estimated_weight_bytes": MetricSpec("B", "lower", "estimated weight bytes"),
+    # measured when a run decodes through generate() (a decoding strategy such as a speculative draft)
+    "decode_tokens_per_s_plain_generate": MetricSpec("tok/s", "higher", "decode throughput, plain greedy generate()"),
+    "greedy_match": MetricSpec("", "higher", "1 when the strategy's tokens equal plain greedy decoding's"),
+    "tokens_per_target_forward": MetricSpec("tok", "higher", "generated tokens per forward pass of the target"),
+    "assistant_stored_bytes": MetricSpec("B", "lower", "stored bytes of the draft model"),
+    # diagnostics: computed by a step while applying (phase "diagnostic")
+    "layers_quantized": MetricSpec("", "closer_to_baseline", "Linear layers the step quantized"),
+    "compile_time_s": MetricSpec("s", "lower", "first call of the prompt shape (compile time)"),
+    "gptq_layer_error_mean": MetricSpec("", "lower", "GPTQ relative layer-output error, mean over layers"),
+    "gptq_layer_error_max": MetricSpec("", "lower", "GPTQ relative layer-output error, worst layer"),
+    "awq_alpha_mean": MetricSpec("", "closer_to_baseline", "AWQ chosen scaling exponent α, mean over layer groups"),
+    "llm_int8_outlier_fraction_mean": MetricSpec("", "lower", "LLM.int8 input columns kept in 16 bits, mean over layers"),
+    "qat_loss_first": MetricSpec("", "lower", "QAT distillation loss, first step"),
+    "qat_loss_last": MetricSpec("", "lower", "QAT distillation loss, last step"),
 }
 
 
@@ -61,19 +77,6 @@ def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
 
 def top1_agreement(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
     return float((ref_logits.argmax(-1) == logits.argmax(-1)).double().mean())
-
-
-def rel_error(ref: torch.Tensor, out: torch.Tensor) -> float:
-    ref64, out64 = ref.double(), out.double()
-    return float((out64 - ref64).norm() / ref64.norm().clamp(min=1e-30))
-
-
-def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
-    """10·log10(‖ref‖² / ‖ref − out‖²); +inf when identical."""
-    noise = (ref.double() - out.double()).pow(2).sum()
-    if noise == 0:
-        return math.inf
-    return float(10 * torch.log10(ref.double().pow(2).sum() / noise))
 
 
 def mean_cosine(ref: torch.Tensor, out: torch.Tensor) -> float:

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from optimizers.quant.modules import set_module
+
 Named = list[tuple[str, nn.Linear]]
 
 
@@ -177,9 +179,7 @@ def to_csr(model: nn.Module, layers: Named, min_sparsity: float) -> list[str]:
     swapped = []
     for name, lin in layers:
         if sparsity(lin.weight) >= min_sparsity - 0.005:
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, attr, SparseCSRLinear.from_linear(lin))
+            set_module(model, name, SparseCSRLinear.from_linear(lin))
             swapped.append(name)
     return swapped
 

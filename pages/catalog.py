@@ -16,7 +16,7 @@ c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
 text = c1.text_input("Search", placeholder="e.g. 4-bit, KV cache, distillation")
 family = c2.selectbox("Family", ["all"] + catalog.families())
 goal = c3.selectbox("Goal", ["all", "train", "infer", "both"])
-status = c4.selectbox("Status", ["all", "executable", "advice-only"])
+status = c4.selectbox("Status", ["all", "executable", "advice_only"])
 found = catalog.search(text, family=None if family == "all" else family, goal=None if goal == "all" else goal,
                        status=None if status == "all" else status)
 if not found:

@@ -10,6 +10,7 @@ from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
 from ui.format import STATUS_ICON, duration, fmt_value, md_escape, metric_rows
+from ui.diagnostics import step_diagnostics
 from ui.outcome import outcome_banner
 from ui.report import run_report_html
 from ui.state import page_ready
@@ -65,6 +66,7 @@ def show() -> None:
             st.caption(f"note: {md_escape(note)}")
         if step.get("check"):
             st.caption("correctness check (measured): " + ", ".join(f"{k} = {v:.4g}" for k, v in step["check"].items()))
+        step_diagnostics(step, key=f"diag-{i}")
         if step["error"]:
             st.error(md_escape(step["error"]))
     for i, step in enumerate(steps, 1):

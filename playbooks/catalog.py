@@ -78,7 +78,7 @@ class CatalogEntry(_Strict):
     effects: Effects = Field(default_factory=Effects)
     model_feature: Literal["gqa", "mqa", "moe", "tied"] | None = Field(
         None, description="already present in a model that has this feature")
-    status: Literal["executable", "advice-only"]
+    status: Literal["executable", "advice_only"]
     technique: str | None = Field(None, description="registered technique name (planned one while advice-only)")
     reason: str | None = Field(None, description="why it is advice-only")
 
@@ -86,7 +86,7 @@ class CatalogEntry(_Strict):
     def _status(self) -> "CatalogEntry":
         if self.status == "executable" and not self.technique:
             raise ValueError(f"{self.id}: an executable entry names its registered `technique`")
-        if self.status == "advice-only" and not self.reason:
+        if self.status == "advice_only" and not self.reason:
             raise ValueError(f"{self.id}: an advice-only entry gives a `reason`")
         return self
 

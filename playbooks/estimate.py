@@ -528,3 +528,12 @@ def estimate_for_config(config: dict[str, Any], hardware: str | HardwareSpec | N
     """Estimate for a small custom config (e.g. ``LlamaConfig(...).to_dict()``); without
     ``hardware`` only the size fields (params, weight bytes, KV, training bytes) are returned."""
     return estimate_spec(spec_from_config(config, name), hardware, count, context)
+
+
+def human_bytes(n: float) -> str:
+    """Bytes in IEC units (KiB, MiB, GiB, TiB): the one formatter for the guide, the estimator and the pages."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"

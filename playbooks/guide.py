@@ -14,6 +14,7 @@ import yaml
 
 from playbooks import catalog
 from playbooks import estimate as est
+from playbooks.estimate import human_bytes
 from playbooks import specs
 from playbooks.catalog import CatalogEntry, Effects
 from playbooks.constraints import Constraints, load_constraints, tolerance_allows
@@ -271,8 +272,17 @@ class StepAdvice:
     entry: CatalogEntry | None = None
     replaces: str | None = None
 
+    @property
+    def status(self) -> str:
+        """This step's verdict in the one vocabulary (``optimizers.base.VERDICTS``) the pipeline,
+        the DB and the UI share; ``verdict`` is the sentence shown beside it."""
+        for prefix, status in (("advice-only", "advice_only"), ("needs GPU", "needs_gpu"), ("needs CPU", "refused")):
+            if self.verdict.startswith(prefix):
+                return status
+        return "runs"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"technique": self.technique, "params": dict(self.params), "verdict": self.verdict}
+        return {"technique": self.technique, "params": dict(self.params), "verdict": self.verdict, "status": self.status}
 
 
 def resolve_step(step: Step, f: Facts, available: list[tuple[HardwareSpec, int]]) -> tuple[StepAdvice | None, list[str]]:
@@ -465,13 +475,6 @@ def _evidence(steps: list[StepAdvice]) -> list[str]:
         if e is not None and not s.verdict.startswith("advice-only: already"):
             out.append(f"{e.name}: {e.typical_wins}")
     return out
-
-
-def human_bytes(n: float) -> str:
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:.0f} B"
 
 
 def _estimate_reason(est_doc: dict[str, Any]) -> str:

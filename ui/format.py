@@ -6,19 +6,12 @@ import re
 from typing import Any
 
 from optimizers.metrics import spec
+from playbooks.estimate import human_bytes  # noqa: F401  (the one definition; pages import it from here)
 
 STATUS_ICON = {
     "queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🚫", "timed_out": "⌛",
     "pending": "·", "skipped": "⏭️",
 }
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
 
 
 def fmt_value(name: str, value: float | None) -> str:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quant import packing
+from quant.errors import sqnr_db  # noqa: F401  (re-exported for the quantization tests)
 
 
 # ---------------------------------------------------------------- helpers
@@ -241,17 +242,22 @@ def require_linears(model: nn.Module, predicate) -> dict[str, nn.Linear]:
     return lins
 
 
+def group_size_problem(in_features: dict[str, int], group_size: int) -> str | None:
+    """Why ``group_size`` does not fit these layers (it must divide every in_features), naming
+    the sizes that do; None when it fits. ``check`` refuses with it before a run starts."""
+    bad = {n: k for n, k in in_features.items() if group_size <= 0 or k % group_size}
+    if not bad:
+        return None
+    ok = [g for g in (256, 128, 64, 32, 16, 8) if all(k % g == 0 for k in in_features.values())]
+    name, k = next(iter(bad.items()))
+    return (f"group_size={group_size} must divide in_features of every quantized layer "
+            f"({name} has in_features={k}); valid choices here: {ok or 'none (odd in_features)'}")
+
+
 def check_group_size(linears: dict[str, nn.Linear], group_size: int) -> None:
-    """group_size must divide every quantized layer's in_features; name a size that does."""
-    bad = {n: m.in_features for n, m in linears.items() if group_size <= 0 or m.in_features % group_size}
-    if bad:
-        ks = {m.in_features for m in linears.values()}
-        ok = [g for g in (256, 128, 64, 32, 16, 8) if all(k % g == 0 for k in ks)]
-        name, k = next(iter(bad.items()))
-        raise ValueError(
-            f"group_size={group_size} must divide in_features of every quantized layer "
-            f"({name} has in_features={k}); valid choices here: {ok or 'none (odd in_features)'}"
-        )
+    problem = group_size_problem({n: m.in_features for n, m in linears.items()}, group_size)
+    if problem:
+        raise ValueError(problem)
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -275,18 +281,3 @@ def copy_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def stored_bytes(model: nn.Module) -> int:
-    """Parameter + buffer bytes, deduplicated (what the measurement harness counts)."""
-    seen, total = set(), 0
-    for _, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t is None or id(t) in seen:
-            continue
-        seen.add(id(t))
-        total += t.numel() * t.element_size()
-    return total
-
-
-def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB (torchao's quality metric)."""
-    ref, out = ref.detach().float(), out.detach().float()
-    return float(10 * torch.log10(ref.pow(2).sum() / (ref - out).pow(2).sum().clamp(min=1e-20)))

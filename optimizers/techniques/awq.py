@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from optimizers.base import Technique
+from optimizers.base import StepRecord, Technique, layer_error_figures
 from optimizers.quant.awq import awq_model
 from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import GroupConfig, check_bits_field
@@ -33,15 +33,17 @@ class AwqConfig(GroupConfig):
 @register
 class Awq(Technique):
     name = "awq"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "AWQ: activation-aware channel scaling before group-wise int4; no weight updates"
     Config = AwqConfig
     needs_calibration = True
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model, _, linears = calibrated_copy(workload, self.name, config.include_lm_head)
         check_group_size(linears, config.group_size)
         report = awq_model(model, list(linears), workload.calibration, config.bits, config.group_size,
                            config.grid, config.symmetric, config.scale_unfoldable)
         alphas = {n: r["alpha"] for n, r in report.items()}
-        return workload.with_model(model, quantized_layers=list(linears), awq_alpha=alphas, awq_report=report)
+        return StepRecord(workload.with_model(model), diagnostics=layer_error_figures("awq_alpha", alphas),
+                          details={"awq_alpha": alphas, "awq_report": report})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from optimizers.base import Technique, TechniqueConfig
+from optimizers.base import StepRecord, Target, Technique, TechniqueConfig, Verdict
 from optimizers.registry import register
 from optimizers.workloads.base import Workload
 
@@ -26,13 +26,19 @@ def _dir_bytes(path: Path) -> int:
 @register
 class ExportCompressedTensors(Technique):
     name = "export_compressed_tensors"
-    family = "export"
     summary = "save a quantized LM in the compressed-tensors format (loadable by vLLM), verified by reloading"
     Config = ExportCompressedTensorsConfig
     tasks = frozenset({"causal_lm"})
-    lossless = True
 
-    def apply(self, workload: Workload, config: ExportCompressedTensorsConfig) -> Workload:
+    def check(self, target: Target, config: TechniqueConfig | None = None) -> Verdict:
+        verdict = super().check(target, config)
+        if verdict.runnable and not target.quantized:
+            return Verdict("refused", "export_compressed_tensors writes quantized Linear layers and this model has "
+                                      "none yet: put a weight quantizer (int4_weight_only, gptq, awq, int8_weight_only) "
+                                      "before it", blame="config")
+        return verdict
+
+    def apply(self, workload: Workload, config: ExportCompressedTensorsConfig) -> StepRecord:
         from optimizers.export import check_round_trip, export_compressed_tensors, reload
 
         base = Path(workload.meta.get("artifact_dir") or tempfile.mkdtemp(prefix="speedbook-export-"))
@@ -44,5 +50,4 @@ class ExportCompressedTensors(Technique):
             errs = check_round_trip(workload.model, reload(path))
             figures["export_max_abs_weight_diff"] = max(errs.values(), default=0.0)
             notes.append(f"reloaded with compressed-tensors: {len(errs)} quantized layers, weights round-trip exactly")
-        artifacts = [*workload.meta.get("artifacts", []), str(path)]
-        return workload.with_model(workload.model, check_only_metrics=figures, step_notes=notes, artifacts=artifacts)
+        return StepRecord(workload, notes=notes, artifacts=[str(path)], check_metrics=figures)

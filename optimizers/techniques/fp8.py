@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from optimizers.base import Technique, Verdict
+from optimizers.base import StepRecord, Technique, Verdict
 from optimizers.quant.config import QuantConfig
 from optimizers.quant.fp8 import QuantLinearFP8
 from optimizers.quant.modules import copy_model, default_predicate, replace_linears, require_linears
@@ -23,7 +23,8 @@ class Fp8Config(QuantConfig):
 @register
 class Fp8(Technique):
     name = "fp8"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "FP8 E4M3/E5M2 weights (and activations on cc ≥ 8.9 GPUs): 0.5x fp16 bytes"
     Config = Fp8Config
 
@@ -38,7 +39,7 @@ class Fp8(Technique):
                                             f"Use activations='none' (FP8 weight-only) here.")
         return v
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         from optimizers.base import Target
 
         verdict = self.check(Target.of(workload), config)
@@ -50,4 +51,4 @@ class Fp8(Technique):
         act = config.fmt if config.activations == "dynamic" else None
         swapped = replace_linears(model, pred, lambda n, lin: QuantLinearFP8.from_linear(
             lin, fmt=config.fmt, granularity=config.granularity, act_fmt=act))
-        return workload.with_model(model, quantized_layers=swapped)
+        return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped))})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from optimizers.base import Technique
+from optimizers.base import StepRecord, Technique, layer_error_figures
 from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import GroupConfig, check_bits_field
 from optimizers.quant.gptq import gptq_model
@@ -34,14 +34,16 @@ class GptqConfig(GroupConfig):
 @register
 class Gptq(Technique):
     name = "gptq"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "GPTQ: Hessian-aware 4/3-bit group-wise weights from calibration data, lower error than RTN"
     Config = GptqConfig
     needs_calibration = True
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model, _, linears = calibrated_copy(workload, self.name, config.include_lm_head)
         check_group_size(linears, config.group_size)
         errors = gptq_model(model, list(linears), workload.calibration, config.bits, config.group_size,
                             config.act_order, config.damp, config.symmetric, config.block_size)
-        return workload.with_model(model, quantized_layers=list(linears), gptq_layer_error=errors)
+        return StepRecord(workload.with_model(model), diagnostics=layer_error_figures("gptq_layer_error", errors),
+                          details={"gptq_layer_error": errors})

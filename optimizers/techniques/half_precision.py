@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from optimizers.base import Technique, TechniqueConfig
+from optimizers.base import StepRecord, Technique, TechniqueConfig
 from optimizers.quant.modules import copy_model
 from optimizers.registry import register
 
@@ -22,11 +22,9 @@ class HalfPrecisionConfig(TechniqueConfig):
 @register
 class HalfPrecision(Technique):
     name = "half_precision"
-    family = "quantization"
     summary = "cast the model to bf16 or fp16: half of fp32's bytes, the 16-bit reference"
     Config = HalfPrecisionConfig
-    lossless = True  # up to 16-bit rounding
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model = copy_model(workload.model).to(DTYPES[config.dtype])
-        return workload.with_model(model, step_notes=[f"every parameter and buffer cast to {config.dtype}"])
+        return StepRecord(workload.with_model(model), notes=[f"every parameter and buffer cast to {config.dtype}"])

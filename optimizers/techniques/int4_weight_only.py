@@ -3,7 +3,7 @@ scale and zero point (packing.py layout); CPU forward dequantizes per call, CUDA
 Triton ``matmul_w4a16`` kernel when present (torchao's int4 configs need CUDA: FACTS.md)."""
 from __future__ import annotations
 
-from optimizers.base import Technique
+from optimizers.base import StepRecord, Technique
 from optimizers.quant.config import GroupConfig
 from optimizers.quant.modules import (QuantLinearInt4, check_group_size, copy_model, default_predicate,
                                       replace_linears, require_linears)
@@ -17,15 +17,16 @@ class Int4WeightOnlyConfig(GroupConfig):
 @register
 class Int4WeightOnly(Technique):
     name = "int4_weight_only"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "group-wise round-to-nearest int4 weights (RTN), ~0.28x fp16 weight bytes at group 128"
     Config = Int4WeightOnlyConfig
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model = copy_model(workload.model)
         pred = default_predicate(model, config.include_lm_head)
         check_group_size(require_linears(model, pred), config.group_size)
         swapped = replace_linears(
             model, pred, lambda n, lin: QuantLinearInt4.from_linear(lin, config.group_size, config.symmetric)
         )
-        return workload.with_model(model, quantized_layers=swapped)
+        return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped))})

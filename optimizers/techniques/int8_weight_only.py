@@ -2,7 +2,7 @@
 the weight is upcast inside each call (gpt-fast ``WeightOnlyInt8Linear``)."""
 from __future__ import annotations
 
-from optimizers.base import Technique
+from optimizers.base import StepRecord, Technique
 from optimizers.quant.config import PeerConfig
 from optimizers.quant.peer import torchao_peer
 from optimizers.quant.modules import QuantLinearInt8, copy_model, default_predicate, replace_linears, require_linears
@@ -16,14 +16,15 @@ class Int8WeightOnlyConfig(PeerConfig):
 @register
 class Int8WeightOnly(Technique):
     name = "int8_weight_only"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "int8 per-channel weights, float activations: ~0.5x fp16 weight bytes, near-lossless"
     Config = Int8WeightOnlyConfig
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model = copy_model(workload.model)
         pred = default_predicate(model, config.include_lm_head)
         require_linears(model, pred)
         swapped = replace_linears(model, pred, lambda n, lin: QuantLinearInt8.from_linear(lin))
         peers = {"torchao": torchao_peer(workload, self.name, config.include_lm_head).model} if config.compare_torchao else {}
-        return workload.with_model(model, quantized_layers=swapped, peers=peers)
+        return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped))}, peers=peers)

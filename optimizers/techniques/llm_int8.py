@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from optimizers.base import Technique
+from optimizers.base import StepRecord, Technique, layer_error_figures
 from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import QuantConfig
 from optimizers.quant.mixed import QuantLinearLLMInt8
@@ -28,20 +28,22 @@ class LlmInt8Config(QuantConfig):
 @register
 class LlmInt8(Technique):
     name = "llm_int8"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "LLM.int8(): int8 weights and activations with outlier feature columns kept in float16"
     Config = LlmInt8Config
     needs_calibration = True
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model, pred, linears = calibrated_copy(workload, self.name, config.include_lm_head)
-        names = list(linears)
         replace_linears(model, pred, lambda n, lin: QuantLinearLLMInt8(lin.weight, config.threshold, lin.bias))
         fractions = outlier_fractions(model, workload.calibration)
         worst = max(fractions, key=fractions.get) if fractions else None
         notes = [f"outlier columns per batch on the calibration data: mean {sum(fractions.values()) / max(len(fractions), 1):.2%}"
                  + (f", most in {worst} ({fractions[worst]:.2%})" if worst else "")]
-        return workload.with_model(model, quantized_layers=names, llm_int8_outlier_fraction=fractions, step_notes=notes)
+        return StepRecord(workload.with_model(model), notes=notes,
+                          diagnostics=layer_error_figures("llm_int8_outlier_fraction", fractions),
+                          details={"llm_int8_outlier_fraction": fractions})
 
 
 def outlier_fractions(model, calibration) -> dict[str, float]:

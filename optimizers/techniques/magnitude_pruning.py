@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from optimizers import sparsity as S
-from optimizers.base import Target, Technique, TechniqueConfig, Verdict
+from optimizers.base import StepRecord, Target, Technique, TechniqueConfig, Verdict
 from optimizers.registry import register
 from optimizers.workloads.base import Workload
 
@@ -28,7 +28,7 @@ class MagnitudePruningConfig(TechniqueConfig):
 @register
 class MagnitudePruning(Technique):
     name = "magnitude_pruning"
-    family = "pruning"
+    needs_linear = True
     summary = "zero the smallest-magnitude weights (torch.nn.utils.prune); CSR storage above ~80 % sparsity"
     Config = MagnitudePruningConfig
 
@@ -38,7 +38,7 @@ class MagnitudePruning(Technique):
             return Verdict("refused", "magnitude_pruning prunes nn.Linear layers and this model has none")
         return verdict
 
-    def apply(self, workload: Workload, config: MagnitudePruningConfig) -> Workload:
+    def apply(self, workload: Workload, config: MagnitudePruningConfig) -> StepRecord:
         model = copy.deepcopy(workload.model).eval()
         layers = S.prunable_linears(model, config.include_lm_head)
         S.require_linears(layers, self.name)
@@ -47,4 +47,4 @@ class MagnitudePruning(Technique):
         swapped = S.to_csr(model, layers, config.csr_min_sparsity) if config.store_sparse else []
         notes = [f"{achieved:.1%} of {len(layers)} Linear layers' weights are zero ({config.scope} L1)",
                  S.storage_note(swapped, len(layers), config.csr_min_sparsity, achieved)]
-        return workload.with_model(model, step_notes=notes)
+        return StepRecord(workload.with_model(model), notes=notes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from optimizers.base import Technique
+from optimizers.base import StepRecord, Technique
 from optimizers.quant.config import QuantConfig
 from optimizers.quant.modules import copy_model, default_predicate, replace_linears, require_linears
 from optimizers.quant.nf4 import QuantLinearNF4
@@ -27,11 +27,12 @@ class Nf4Config(QuantConfig):
 @register
 class Nf4(Technique):
     name = "nf4"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "NormalFloat-4 weights with block-wise absmax and double quantization (QLoRA storage)"
     Config = Nf4Config
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model = copy_model(workload.model)
         pred = default_predicate(model, config.include_lm_head)
         linears = require_linears(model, pred)
@@ -40,4 +41,4 @@ class Nf4(Technique):
                 raise ValueError(f"block_size={config.block_size} must divide {n}'s {lin.weight.numel()} weights; try 64 or 32")
         swapped = replace_linears(model, pred, lambda n, lin: QuantLinearNF4.from_linear(
             lin, block_size=config.block_size, double_quant=config.double_quant, dq_block_size=config.dq_block_size))
-        return workload.with_model(model, quantized_layers=swapped)
+        return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped))})

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from optimizers import sparsity as S
-from optimizers.base import Target, Technique, TechniqueConfig, Verdict
+from optimizers.base import StepRecord, Target, Technique, TechniqueConfig, Verdict
 from optimizers.registry import register
 from optimizers.workloads.base import Workload
 
@@ -22,7 +22,7 @@ class NmSparsityConfig(TechniqueConfig):
 @register
 class NmSparsity(Technique):
     name = "nm_sparsity"
-    family = "pruning"
+    needs_linear = True
     summary = "2:4 magnitude mask on every Linear: 50 % zeros in the pattern Ampere+ sparse tensor cores run"
     Config = NmSparsityConfig
 
@@ -40,7 +40,7 @@ class NmSparsity(Technique):
                                    "(2:4 kernels need CUDA compute capability ≥ 8.0)")
         return verdict
 
-    def apply(self, workload: Workload, config: NmSparsityConfig) -> Workload:
+    def apply(self, workload: Workload, config: NmSparsityConfig) -> StepRecord:
         model = copy.deepcopy(workload.model).eval()
         layers = S.prunable_linears(model, config.include_lm_head)
         S.require_linears(layers, self.name)
@@ -52,4 +52,4 @@ class NmSparsity(Technique):
         notes = [f"2:4 mask on {len(layers)} Linear layers ({S.layers_sparsity(layers):.1%} zeros)",
                  "weights stay dense: zeros are stored, so stored_bytes does not drop; no CPU speed-up — "
                  "CUDA cc ≥ 8.0 with to_sparse_semi_structured is where 2:4 pays"]
-        return workload.with_model(model, step_notes=notes)
+        return StepRecord(workload.with_model(model), notes=notes)

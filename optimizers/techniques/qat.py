@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from optimizers.base import Technique
+from optimizers.base import StepRecord, Technique, curve_figures
 from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import GroupConfig, check_bits_field
 from optimizers.quant.modules import QuantLinearInt4, QuantLinearInt8, check_group_size, replace_linears
@@ -34,12 +34,13 @@ class QatConfig(GroupConfig):
 @register
 class Qat(Technique):
     name = "qat"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "QAT: fake-quant fine-tune (STE) of int8/int4 weights, then real packed weights"
     Config = QatConfig
     needs_calibration = True
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model, pred, linears = calibrated_copy(workload, self.name, config.include_lm_head)
         if config.bits == 4:
             check_group_size(linears, config.group_size)
@@ -52,4 +53,5 @@ class Qat(Technique):
             convert = lambda n, m: QuantLinearInt4.from_linear(m, config.group_size, config.symmetric)  # noqa: E731
         replace_linears(model, lambda n, m: isinstance(m, FakeQuantLinear), convert)
         model.requires_grad_(False)
-        return workload.with_model(model, quantized_layers=list(linears), qat_losses=losses)
+        return StepRecord(workload.with_model(model), diagnostics=curve_figures("qat_loss", losses),
+                          details={"qat_losses": losses})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from optimizers.base import Technique
+from optimizers.base import StepRecord, Technique
 from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import QuantConfig
 from optimizers.quant.modules import QuantLinearInt8, replace_linears
@@ -28,12 +28,13 @@ class SmoothquantConfig(QuantConfig):
 @register
 class Smoothquant(Technique):
     name = "smoothquant"
-    family = "quantization"
+    needs_linear = True
+    replaces_linear = True
     summary = "SmoothQuant W8A8: activation outliers migrated into weights, then int8 weights and activations"
     Config = SmoothquantConfig
     needs_calibration = True
 
-    def apply(self, workload, config):
+    def apply(self, workload, config) -> StepRecord:
         model, pred, linears = calibrated_copy(workload, self.name, config.include_lm_head)
         names = list(linears)
         pending, report = smooth_model(model, names, workload.calibration, config.alpha, config.smooth_unfoldable)
@@ -45,4 +46,4 @@ class Smoothquant(Technique):
             return q
 
         replace_linears(model, pred, factory)
-        return workload.with_model(model, quantized_layers=names, smoothquant_report=report)
+        return StepRecord(workload.with_model(model), details={"smoothquant_report": report})

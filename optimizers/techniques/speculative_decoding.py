@@ -1,8 +1,10 @@
 """Speculative decoding with a draft model: the draft proposes tokens, the target verifies them
 in one forward pass; greedy output is identical to the target's own (Leviathan et al., ICML
 2023; Chen et al. 2023). Runs through transformers' assisted generation; the target model is
-unchanged (shared, not copied), the draft rides in ``meta["generate_kwargs"]`` so the harness
-measures decode through ``generate()`` against plain greedy ``generate()`` in the same run."""
+unchanged (shared, not copied); the step returns a ``decoding`` setting (the draft) that the
+inference scenario applies, and the whole run — baseline included — decodes through
+``generate()``, so the ratio compares generate() with generate() (and plain greedy generate()
+is measured again beside the draft in the same step)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -10,7 +12,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from optimizers.base import Target, Technique, TechniqueConfig, Verdict
+from optimizers.base import StepRecord, Target, Technique, TechniqueConfig, Verdict
 from optimizers.registry import register
 from optimizers.workloads.base import LMEval, Workload
 
@@ -38,20 +40,28 @@ def _draft_model(workload: Workload, config: SpeculativeDecodingConfig) -> torch
 class SpeculativeDecoding(Technique):
     kind = "runtime"  # a decoding strategy the scenario applies, the model is unchanged
     name = "speculative_decoding"
-    family = "serving"
     summary = "a small draft proposes tokens, the target verifies them at once: identical greedy output"
     Config = SpeculativeDecodingConfig
     tasks = frozenset({"causal_lm"})
-    lossless = True
+    run_settings = {"decode_loop": "generate"}  # baseline and every step decode through generate(): like with like
 
     def check(self, target: Target, config: TechniqueConfig | None = None) -> Verdict:
         verdict = super().check(target, config)
         if not verdict.runnable:
             return verdict
+        asked = config.draft if isinstance(config, SpeculativeDecodingConfig) else None
+        if (asked or target.draft) is None:
+            return Verdict("refused", "speculative_decoding needs a draft model and this workload names none: set "
+                                      "params.draft to a workload sharing its tokenizer (e.g. ref-lm-draft for ref-lm)")
+        from optimizers.workloads import workload_names
+
+        if asked is not None and asked not in workload_names():
+            return Verdict("refused", f"params.draft={asked!r} is not a built-in workload; choose one of "
+                                      f"{', '.join(workload_names())}", blame="config")
         return Verdict("runs", "needs a draft sharing the tokenizer; on tiny models per-step framework "
                                "overhead (~3–4 ms) can make it slower than plain decoding (FACTS.md)")
 
-    def apply(self, workload: Workload, config: SpeculativeDecodingConfig) -> Workload:
+    def apply(self, workload: Workload, config: SpeculativeDecodingConfig) -> StepRecord:
         if workload.task != "causal_lm":
             raise ValueError(f"speculative_decoding applies to causal LMs, not {workload.task}")
         if isinstance(workload.eval, LMEval) and workload.eval.batch_size != 1:
@@ -68,4 +78,5 @@ class SpeculativeDecoding(Technique):
                  f"{config.num_assistant_tokens} draft tokens per step, {config.schedule} schedule",
                  "decode measured through generate() with and without the draft in the same run; "
                  "stored_bytes counts the target only, assistant_stored_bytes the draft"]
-        return workload.with_model(workload.model, generate_kwargs={"assistant_model": draft}, step_notes=notes)
+        return StepRecord(workload, settings={"decoding": {"assistant_model": draft}}, notes=notes,
+                          diagnostics={"num_assistant_tokens": float(config.num_assistant_tokens)})

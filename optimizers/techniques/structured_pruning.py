@@ -12,7 +12,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from optimizers.base import Target, Technique, TechniqueConfig, Verdict
+from optimizers.base import StepRecord, Target, Technique, TechniqueConfig, Verdict
+from optimizers.quant.modules import set_module
 from optimizers.registry import register
 from optimizers.workloads.base import Workload
 
@@ -123,28 +124,22 @@ def prune_conv_chain(model: nn.Module, amount: float, round_to: int) -> list[str
         if k == conv.out_channels:
             continue
         keep = top_channels(score, k)
-        _set(model, name, _conv(conv, keep, None))
+        set_module(model, name, _conv(conv, keep, None))
         for n, m in chain:
             if isinstance(m, nn.BatchNorm2d):
-                _set(model, n, _bn(m, keep))
+                set_module(model, n, _bn(m, keep))
             elif isinstance(m, nn.Conv2d):
-                _set(model, n, _conv(m, keep, None, depthwise=True))
-        _set(model, cname, _conv(consumer, None, keep) if isinstance(consumer, nn.Conv2d)
+                set_module(model, n, _conv(m, keep, None, depthwise=True))
+        set_module(model, cname, _conv(consumer, None, keep) if isinstance(consumer, nn.Conv2d)
              else _slice_linear(consumer, cols=keep))
         leaves = leaf_list()
         done.append(f"{name}:{conv.out_channels}→{k}")
     return done
 
 
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, module)
-
-
 @register
 class StructuredPruning(Technique):
     name = "structured_pruning"
-    family = "pruning"
     summary = "remove whole MLP channels / conv filters so Linear and conv shapes really shrink"
     Config = StructuredPruningConfig
     tasks = frozenset({"causal_lm", "vision"})
@@ -156,7 +151,7 @@ class StructuredPruning(Technique):
                                       "encoder MLPs are not handled yet")
         return verdict
 
-    def apply(self, workload: Workload, config: StructuredPruningConfig) -> Workload:
+    def apply(self, workload: Workload, config: StructuredPruningConfig) -> StepRecord:
         model = copy.deepcopy(workload.model).eval()
         meta = {}
         if mlps := gated_mlps(model):
@@ -179,4 +174,4 @@ class StructuredPruning(Technique):
                 batch = workload.calibration[0]
                 model(**batch) if isinstance(batch, dict) else model(batch.to(next(model.parameters()).device))
         notes.append("tensors physically shrink: stored bytes and dense compute drop; fine-tune to recover quality")
-        return workload.with_model(model, step_notes=notes, **meta)
+        return StepRecord(workload.with_model(model, **meta), notes=notes)

@@ -11,7 +11,8 @@ import torch
 from pydantic import Field, model_validator
 
 from optimizers import lowrank as L
-from optimizers.base import Target, Technique, TechniqueConfig, Verdict
+from optimizers.base import StepRecord, Target, Technique, TechniqueConfig, Verdict
+from optimizers.quant.modules import set_module
 from optimizers.registry import register
 from optimizers.workloads.base import Workload
 
@@ -32,7 +33,7 @@ class SvdFactorizationConfig(TechniqueConfig):
 @register
 class SvdFactorization(Technique):
     name = "svd_factorization"
-    family = "low_rank"
+    needs_linear = True
     summary = "replace Linears by two thin Linears from a truncated SVD (fixed rank or energy fraction)"
     Config = SvdFactorizationConfig
 
@@ -42,7 +43,7 @@ class SvdFactorization(Technique):
             return Verdict("refused", "svd_factorization factorizes nn.Linear layers and this model has none")
         return verdict
 
-    def apply(self, workload: Workload, config: SvdFactorizationConfig) -> Workload:
+    def apply(self, workload: Workload, config: SvdFactorizationConfig) -> StepRecord:
         model = copy.deepcopy(workload.model).eval()
         chosen = [(n, m) for n, m in model.named_modules() if type(m) is torch.nn.Linear
                   and (config.include_lm_head or not n.endswith("lm_head"))
@@ -60,11 +61,10 @@ class SvdFactorization(Technique):
             if not L.saves_params(out_f, in_f, r):
                 skipped.append(name)
                 continue
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, L.factorize_linear(lin, r))
+            set_module(model, name, L.factorize_linear(lin, r))
             done.append(f"{name}:{r}")
             before, after = before + out_f * in_f, after + L.factored_params(out_f, in_f, r)
         notes = [f"factorized {len(done)} Linear layers ({', '.join(done[:6])}{' …' if len(done) > 6 else ''}); "
                  f"their weights {before:,} → {after:,} params" if done else "no layer factorized",
                  f"skipped {len(skipped)} where r·(out+in) ≥ out·in (no saving)" if skipped else "no layer skipped"]
-        return workload.with_model(model, step_notes=notes)
+        return StepRecord(workload.with_model(model), notes=notes)

@@ -11,7 +11,7 @@ import importlib.util
 import torch
 from pydantic import Field
 
-from optimizers.base import Target, Technique, TechniqueConfig, Verdict
+from optimizers.base import StepRecord, Target, Technique, TechniqueConfig, Verdict
 from optimizers.kernel_swap import compare_logits, lm_logits, swap_kernels
 from optimizers.registry import register
 from optimizers.workloads.base import LMEval, Workload
@@ -44,11 +44,9 @@ def _check_ids(workload: Workload, tokens: int) -> torch.Tensor:
 @register
 class TritonKernels(Technique):
     name = "triton_kernels"
-    family = "kernels"
     summary = "fused Triton RMSNorm, SwiGLU, flash attention and W8A16/W4A16 matmuls; output checked against the model"
     Config = TritonKernelsConfig
     tasks = frozenset({"causal_lm"})
-    lossless = True
 
     def check(self, target: Target, config: TechniqueConfig | None = None) -> Verdict:
         from kernels import _common
@@ -65,7 +63,7 @@ class TritonKernels(Technique):
                                         "correctness check, or use a cuda worker")
         return Verdict("runs", "CPU with TRITON_INTERPRET=1: a correctness check only; speed needs a GPU")
 
-    def apply(self, workload: Workload, config: TritonKernelsConfig) -> Workload:
+    def apply(self, workload: Workload, config: TritonKernelsConfig) -> StepRecord:
         on_gpu = workload.device.startswith("cuda")
         ref_model = workload.model if on_gpu else copy.deepcopy(workload.model).float()  # interpreter: fp32
         model = copy.deepcopy(ref_model).eval()
@@ -87,6 +85,6 @@ class TritonKernels(Technique):
             raise ValueError(f"triton_kernels output check failed: {summary}. Switch swaps off one by one to find "
                              "the culprit, or loosen atol/rtol for a 16-bit model")
         if on_gpu:
-            return workload.with_model(model, step_notes=[summary], kernel_check=figures)
+            return StepRecord(workload.with_model(model), notes=[summary], diagnostics=figures)
         note = f"correctness check only (Triton interpreter on CPU); speed needs a GPU worker. {summary}"
-        return workload.with_model(workload.model, check_only_metrics=figures, step_notes=[note])
+        return StepRecord(workload, notes=[note], check_metrics=figures)

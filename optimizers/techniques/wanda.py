@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 
 from optimizers import sparsity as S
-from optimizers.base import Target, Technique, TechniqueConfig, Verdict
+from optimizers.base import StepRecord, Target, Technique, TechniqueConfig, Verdict
 from optimizers.registry import register
 from optimizers.workloads.base import Workload
 
@@ -53,7 +53,7 @@ def _torchao(model: torch.nn.Module, layers: S.Named, calib: list, cfg: WandaCon
 @register
 class Wanda(Technique):
     name = "wanda"
-    family = "pruning"
+    needs_linear = True
     summary = "one-shot pruning by |weight| x input-activation norm (unstructured or 2:4), no retraining"
     Config = WandaConfig
     needs_calibration = True
@@ -67,7 +67,7 @@ class Wanda(Technique):
                                    "(compute capability ≥ 8.0), none on CPU")
         return verdict
 
-    def apply(self, workload: Workload, config: WandaConfig) -> Workload:
+    def apply(self, workload: Workload, config: WandaConfig) -> StepRecord:
         if not workload.calibration:
             raise ValueError("wanda needs calibration data: the workload has no calibration batches")
         model = copy.deepcopy(workload.model).eval()
@@ -85,4 +85,4 @@ class Wanda(Technique):
                  S.storage_note(swapped, len(layers), config.csr_min_sparsity, achieved)]
         if config.pattern == "2:4":
             notes.append("2:4 has no CPU speed-up; on CUDA (cc ≥ 8.0) torch's to_sparse_semi_structured would run it")
-        return workload.with_model(model, step_notes=notes)
+        return StepRecord(workload.with_model(model), notes=notes)

@@ -28,7 +28,7 @@ def test_technique_creates_no_tensor_off_the_models_device(name):
     with mock.patch.object(torch.Tensor, "cpu", side_effect=AssertionError(f"{name} moved a tensor to the CPU")):
         torch.set_default_device("meta")
         try:
-            out = tech.apply(wl, cfg)
+            out = tech.apply(wl, cfg).workload
         finally:
             torch.set_default_device(None)
     tensors = list(out.model.named_parameters()) + list(out.model.named_buffers())

@@ -118,3 +118,15 @@ def test_run_page_refuses_non_ascii_ids_and_other_teams_runs(page):
                                     device="cpu", team_id=other.id).id
     at = page("run.py", {"run": str(run_id)})
     assert not at.exception and "does not exist in this team" in at.warning[0].value
+
+
+def test_run_page_shows_each_steps_diagnostics(page):
+    """GPTQ's per-layer error used to be computed and thrown away; now it is on the Run page."""
+    pb = submit.validate_request({**PB, "steps": [{"technique": "gptq", "params": {"group_size": 32}}]}, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
+    assert pipeline.execute_run(run_id) == "succeeded"
+    at = page("run.py", query={"run": str(run_id)})
+    assert not at.exception
+    assert any("Diagnostics" in e.label for e in at.expander)
+    figures = [set(df.value["figure"]) for df in at.dataframe if "figure" in df.value.columns]
+    assert any("GPTQ relative layer-output error, worst layer" in f for f in figures)

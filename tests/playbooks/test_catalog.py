@@ -95,17 +95,32 @@ def test_registered_techniques_are_executable_entries():
         assert entry.status == "executable", f"{name} is registered: set status: executable in the catalog"
 
 
-def test_executable_devices_match_the_registry():
+def test_techniques_read_devices_family_and_losslessness_from_the_catalog():
+    """One source of truth: a class that declared its own copy could drift from the catalog."""
+    import inspect
+    import re
+
     from optimizers import registry
 
     for name, cls in registry.all_techniques().items():
         e = catalog.get_entry(name)
-        assert sorted(e.hardware.runs_on or e.hardware.devices) == sorted(cls.devices), name
+        assert not re.search(r"^    (family|devices|lossless) = ", inspect.getsource(cls), re.M), name
+        assert (cls.family, cls.lossless) == (e.family, e.lossless)
+        assert cls.devices == frozenset(e.hardware.runs_on or e.hardware.devices), name
+
+
+def test_a_technique_declaring_a_catalog_fact_is_refused():
+    from optimizers.base import Technique
+    from optimizers.registry import register
+
+    cls = type("Fp8", (Technique,), {"name": "fp8", "devices": frozenset({"cpu"}), "__module__": "x.fp8"})
+    with pytest.raises(ValueError, match=r"declares \['devices'\]; these come from its catalog entry"):
+        register(cls)
 
 
 def test_advice_only_entries_say_why():
     for e in catalog.entries():
-        if e.status == "advice-only":
+        if e.status == "advice_only":
             assert e.reason and len(e.reason) > 10, e.id
 
 

@@ -143,7 +143,7 @@ def test_verdicts_depend_on_where_steps_can_run():
         for s in r.steps:
             assert s.verdict.startswith(VERDICT_PREFIXES)
             entry = catalog.get_entry(s.technique)
-            if entry.status == "advice-only":
+            if entry.status == "advice_only":
                 assert s.verdict.startswith("advice-only: ")
 
 
@@ -152,7 +152,10 @@ def test_recommend_json_has_the_design_shape():
     json.dumps(doc)
     rec = doc["recommendations"][0]
     assert list(rec) == ["playbook", "title", "score", "steps", "reasons", "warnings", "estimates"]
-    assert list(rec["steps"][0]) == ["technique", "params", "verdict"]
+    assert list(rec["steps"][0]) == ["technique", "params", "verdict", "status"]
+    from optimizers.base import VERDICTS
+
+    assert all(s["status"] in VERDICTS for r in doc["recommendations"] for s in r["steps"])  # one vocabulary
     assert 0 < rec["score"] <= 1
     scores = [r["score"] for r in doc["recommendations"]]
     assert scores == sorted(scores, reverse=True)

@@ -25,7 +25,7 @@ CASES = [
 def test_export_and_reload_round_trip(tmp_path, name, params, fmt, weights):
     wl = tiny_lm_workload(outliers=name in ("awq", "smoothquant"))
     t = registry.get(name)
-    out = t.apply(wl, t.config(params))
+    out = t.apply(wl, t.config(params)).workload
     export_compressed_tensors(out.model, tmp_path)
     qc = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert qc["quant_method"] == "compressed-tensors" and qc["format"] == fmt

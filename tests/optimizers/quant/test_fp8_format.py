@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from optimizers.quant.fp8 import QuantLinearFP8, dequantize_fp8, quantize_fp8, scaled_mm_supported
-from optimizers.quant.modules import sqnr_db, stored_bytes
+from optimizers.measure import stored_bytes
+from optimizers.quant.modules import sqnr_db
 
 
 @pytest.mark.parametrize("fmt,mant_bits,dtype", [("e4m3", 3, torch.float8_e4m3fn), ("e5m2", 2, torch.float8_e5m2)])

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from optimizers.quant.mixed import QuantLinearLLMInt8, outlier_columns
-from optimizers.quant.modules import QuantLinearInt8, int8_matmul, quantize_per_token_int8, sqnr_db, stored_bytes
+from optimizers.measure import stored_bytes
+from optimizers.quant.modules import QuantLinearInt8, int8_matmul, quantize_per_token_int8, sqnr_db
 
 
 def test_outlier_columns_threshold():

@@ -9,7 +9,8 @@ from torch import nn
 from quant import packing
 from optimizers.quant.modules import (QuantLinearInt4, QuantLinearInt8, check_group_size, default_predicate,
                                       dequantize_groupwise, int8_matmul, quantize_groupwise, quantize_per_token_int8,
-                                      replace_linears, sqnr_db, stored_bytes)
+                                      replace_linears, sqnr_db)
+from optimizers.measure import stored_bytes
 
 SHAPES = [(1, 32, 64), (3, 96, 160), (5, 17, 96)]  # (tokens, out, in): odd counts on purpose
 

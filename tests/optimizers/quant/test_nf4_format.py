@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optimizers.quant.modules import sqnr_db, stored_bytes
+from optimizers.measure import stored_bytes
+from optimizers.quant.modules import sqnr_db
 from optimizers.quant.nf4 import (NF4_CODE, QuantLinearNF4, dequantize_nf4, double_dequantize, double_quantize,
                                   quantize_nf4)
 

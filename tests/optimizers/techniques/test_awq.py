@@ -19,14 +19,15 @@ def test_config_and_verdicts():
 
 def test_apply_records_alpha_and_beats_rtn_with_outliers():
     wl = tiny_lm_workload(n_calib=4, outliers=True)
-    out = T.apply(wl, T.config({"group_size": 32, "grid": 10}))
+    rec = T.apply(wl, T.config({"group_size": 32, "grid": 10}))
+    out = rec.workload
     check_swapped(wl, out, QuantLinearInt4)
-    alphas = out.meta["awq_alpha"]
+    alphas = rec.details["awq_alpha"]
     assert len(alphas) == 8 and all(0.0 <= a < 1.0 for a in alphas.values())
     assert alphas["model.layers.0.self_attn.q_proj"] > 0
     q, f16 = linear_weight_bytes(out.model)
     assert q / f16 <= 0.30  # all scales folded, no input_scale buffers: observed 0.297
-    rtn = registry.get("int4_weight_only").apply(wl, registry.get("int4_weight_only").config({"group_size": 32}))
+    rtn = registry.get("int4_weight_only").apply(wl, registry.get("int4_weight_only").config({"group_size": 32})).workload
     ref = logits(wl)
     e_awq, e_rtn = rel_err(ref, logits(out)), rel_err(ref, logits(rtn))
     assert e_awq < e_rtn  # observed 0.223 vs 0.387 (α = 0.4 chosen; o_proj stays at α = 0 under GQA)

@@ -32,7 +32,7 @@ def test_apply_refuses_fp8_activations_on_cpu():
 @pytest.mark.parametrize("fmt,dtype,max_err", [("e4m3", torch.float8_e4m3fn, 0.06), ("e5m2", torch.float8_e5m2, 0.12)])
 def test_apply_weight_only(fmt, dtype, max_err):
     wl = tiny_lm_workload()
-    out = T.apply(wl, T.config({"fmt": fmt}))
+    out = T.apply(wl, T.config({"fmt": fmt})).workload
     names = check_swapped(wl, out, QuantLinearFP8)
     assert all(out.model.get_submodule(n).qweight.dtype == dtype for n in names)
     q, f16 = linear_weight_bytes(out.model)

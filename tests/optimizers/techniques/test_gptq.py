@@ -27,13 +27,14 @@ def test_apply_beats_rtn(bits, act_order, x_from):
     objective GPTQ minimises — on this random model (isotropic Hessian, random tokens) it
     over-fits and loses held-out (observed 0.255 vs RTN 0.246); it pays on real LMs."""
     wl = tiny_llama.load()  # 8 × 128 calibration tokens (≥ the widest in_features, 352)
-    out = T.apply(wl, T.config({"bits": bits, "group_size": 32, "act_order": act_order}))
+    rec = T.apply(wl, T.config({"bits": bits, "group_size": 32, "act_order": act_order}))
+    out = rec.workload
     names = check_swapped(wl, out, QuantLinearInt4)
     assert all(out.model.get_submodule(n).bits == bits for n in names)
     assert all(out.model.get_submodule(n).packed.max() >> 4 < 2**bits for n in names)
     q, f16 = linear_weight_bytes(out.model)
     assert q / f16 <= 0.30  # 3-bit codes are stored 4-bit (packing.py layout): observed 0.297
-    assert set(out.meta["gptq_layer_error"]) == set(names)
+    assert set(rec.details["gptq_layer_error"]) == set(names)
     x = wl.eval.token_ids[:128][None] if x_from == "held_out" else wl.calibration[0]
     import copy
 

@@ -21,7 +21,7 @@ def test_config_and_verdicts():
 @pytest.mark.parametrize("dtype, torch_dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_apply_halves_bytes_and_keeps_quality(dtype, torch_dtype):
     wl = tiny_lm_workload()
-    out = T.apply(wl, T.config({"dtype": dtype}))
+    out = T.apply(wl, T.config({"dtype": dtype})).workload
     assert all(p.dtype == torch_dtype for p in out.model.parameters())
     assert all(p.dtype == torch.float32 for p in wl.model.parameters())  # input untouched
     assert stored_bytes(out.model) * 2 == stored_bytes(wl.model)
@@ -38,7 +38,7 @@ def test_sixteen_bit_reference_math():
 def test_measure_reports_bits_per_param_against_the_load_time_count():
     wl = tiny_lm_workload()
     wl.meta["param_count"] = parameter_count(wl.model)
-    half = T.apply(wl, T.config())
+    half = T.apply(wl, T.config()).workload
     m = measure(half, speed=False, memory=False).metrics
     assert m["bits_per_param"] == 16.0 and m["stored_bytes_vs_16bit"] == 1.0
 

@@ -21,7 +21,7 @@ def test_config_and_verdicts():
 
 def test_apply_swaps_and_shrinks():
     wl = tiny_lm_workload()
-    out = T.apply(wl, T.config())
+    out = T.apply(wl, T.config()).workload
     dq = torch.ao.nn.quantized.dynamic.Linear
     swapped = [n for n, m in out.model.named_modules() if isinstance(m, dq)]
     assert len(swapped) == 14 and type(out.model.lm_head) is torch.nn.Linear

@@ -22,13 +22,14 @@ def test_config_and_verdicts():
 
 def test_outliers_kept_in_float_and_beats_w8a8():
     wl = tiny_lm_workload(n_calib=4, outliers=True)
-    out = T.apply(wl, T.config())
+    rec = T.apply(wl, T.config())
+    out = rec.workload
     check_swapped(wl, out, QuantLinearLLMInt8)
     x = wl.eval.token_ids[:64][None]
     q_proj = out.model.model.layers[0].self_attn.q_proj
     logits(out, x)
     assert set(q_proj.last_outliers.tolist()) >= {3, 17, 64, 101}  # the channels made ×40 in the norm
-    frac = out.meta["llm_int8_outlier_fraction"]
+    frac = rec.details["llm_int8_outlier_fraction"]
     assert 0 < frac["model.layers.0.self_attn.q_proj"] < 0.2  # a few columns per batch, not most of them
     q, f16 = linear_weight_bytes(out.model)
     assert q / f16 < 0.52  # every column int8 + fp32 row scales: observed 0.51

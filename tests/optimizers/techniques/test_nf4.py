@@ -19,7 +19,7 @@ def test_config_and_verdicts():
 @pytest.mark.parametrize("double_quant,max_ratio", [(True, 0.26), (False, 0.285)])
 def test_apply(double_quant, max_ratio):
     wl = tiny_lm_workload()
-    out = T.apply(wl, T.config({"double_quant": double_quant}))
+    out = T.apply(wl, T.config({"double_quant": double_quant})).workload
     check_swapped(wl, out, QuantLinearNF4)
     q, f16 = linear_weight_bytes(out.model)
     assert q / f16 < max_ratio  # vs fp16: 4.127/16 = 0.258 double-quantized, 4.5/16 = 0.281 without

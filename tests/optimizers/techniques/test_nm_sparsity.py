@@ -22,7 +22,7 @@ def test_config_and_verdicts():
 
 def test_mask_is_2_4_by_magnitude():
     wl = tiny_lm_workload()
-    out = T.apply(wl, T.config())
+    out = T.apply(wl, T.config()).workload
     pairs = dict(S.prunable_linears(wl.model))
     for name, m in S.prunable_linears(out.model):
         assert S.is_nm_sparse(m.weight) and S.sparsity(m.weight) == 0.5

@@ -24,15 +24,16 @@ def test_config_and_verdicts():
 @pytest.mark.parametrize("bits,qtype", [(8, QuantLinearInt8), (4, QuantLinearInt4)])
 def test_apply_converts_to_real_modules(bits, qtype):
     wl = tiny_lm_workload(n_calib=2)
-    out = T.apply(wl, T.config({"bits": bits, "group_size": 32, "steps": 6, "lr": 1e-3}))
+    rec = T.apply(wl, T.config({"bits": bits, "group_size": 32, "steps": 6, "lr": 1e-3}))
+    out = rec.workload
     check_swapped(wl, out, qtype)
     assert not any(isinstance(m, FakeQuantLinear) for m in out.model.modules())
     assert not any(p.requires_grad for p in out.model.parameters())
-    losses = out.meta["qat_losses"]
+    losses = rec.details["qat_losses"]
     assert len(losses) == 6 and min(losses[-2:]) < losses[0]  # observed 6.21 → 5.34 (int4), 6.22 → 5.34 (int8)
     # the next-token loss after QAT is below the loss of RTN at the same bits on these batches
     rtn_t = registry.get("int4_weight_only" if bits == 4 else "int8_weight_only")
-    rtn = rtn_t.apply(wl, rtn_t.config({"group_size": 32} if bits == 4 else {}))
+    rtn = rtn_t.apply(wl, rtn_t.config({"group_size": 32} if bits == 4 else {})).workload
     b = wl.calibration[0]
     with torch.no_grad():
         l_qat = out.model(input_ids=b, labels=b).loss

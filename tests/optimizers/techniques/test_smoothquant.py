@@ -23,7 +23,7 @@ def test_config_and_verdicts():
 @pytest.mark.parametrize("alpha", [0.5, 0.8])
 def test_beats_naive_w8a8_with_outliers(alpha):
     wl = tiny_lm_workload(n_calib=4, outliers=True)
-    out = T.apply(wl, T.config({"alpha": alpha}))
+    out = T.apply(wl, T.config({"alpha": alpha})).workload
     names = check_swapped(wl, out, QuantLinearInt8)
     assert all(out.model.get_submodule(n).act_int8 for n in names)
     norm = out.model.model.layers[0].input_layernorm.weight

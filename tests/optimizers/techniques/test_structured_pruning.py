@@ -25,7 +25,7 @@ def test_config_and_verdicts():
 
 def test_llama_mlp_shrinks_and_equals_zeroed_channels():
     wl = tiny_lm_workload()
-    out = T.apply(wl, T.config({"amount": 0.5}))
+    out = T.apply(wl, T.config({"amount": 0.5})).workload
     mlp, ref = out.model.model.layers[1].mlp, wl.model.model.layers[1].mlp
     assert mlp.gate_proj.weight.shape == (176, 128) and mlp.down_proj.weight.shape == (128, 176)
     assert out.model.config.intermediate_size == 176 == out.meta["config"]["intermediate_size"]
@@ -50,7 +50,7 @@ def test_cnn_filters_removed():
     model = DigitsCNN().eval()
     wl = Workload(name="cnn", task="vision", model=model, calibration=[x],
                   eval=VisionEval(images=x, labels=torch.zeros(8, dtype=torch.long)))
-    out = T.apply(wl, T.config({"amount": 0.5}))
+    out = T.apply(wl, T.config({"amount": 0.5})).workload
     m = out.model
     assert m.stem[0].out_channels == 16 and m.blocks[0][0].groups == 16 and m.blocks[0][1].num_features == 16
     assert m.blocks[2][3].out_channels == 64 and m.classifier.in_features == 64

@@ -22,7 +22,8 @@ def test_config_and_verdicts():
 
 def test_rank_shapes_skip_and_bytes():
     wl = tiny_lm_workload()
-    out = T.apply(wl, T.config({"rank": 48, "energy": None}))
+    rec = T.apply(wl, T.config({"rank": 48, "energy": None}))
+    out = rec.workload
     mlp = out.model.model.layers[0].mlp
     assert isinstance(mlp.up_proj, torch.nn.Sequential)
     assert mlp.up_proj[0].weight.shape == (48, 128) and mlp.up_proj[1].weight.shape == (352, 48)
@@ -31,16 +32,17 @@ def test_rank_shapes_skip_and_bytes():
     assert type(out.model.lm_head) is torch.nn.Linear
     saved = stored_bytes(wl.model) - stored_bytes(out.model)
     assert saved == 4 * 2 * (3 * (352 * 128 - 48 * 480) + 2 * (128 * 128 - 48 * 256))  # 3 MLP + q,o per layer
-    assert "skipped 4" in out.meta["step_notes"][1]
+    assert "skipped 4" in rec.notes[1]
 
 
 def test_pattern_energy_and_error_falls_with_rank():
     wl = tiny_lm_workload()
-    mlp_only = T.apply(wl, T.config({"rank": 32, "energy": None, "include": ["*.mlp.*"]}))
+    mlp_only = T.apply(wl, T.config({"rank": 32, "energy": None, "include": ["*.mlp.*"]})).workload
     assert type(mlp_only.model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
-    errs = [rel_err(logits(wl), logits(T.apply(wl, T.config({"rank": r, "energy": None})))) for r in (16, 48, 80)]
+    errs = [rel_err(logits(wl), logits(T.apply(wl, T.config({"rank": r, "energy": None})).workload)) for r in (16, 48, 80)]
     assert errs[0] > errs[1] > errs[2]  # observed 0.94 > 0.58 > 0.28 (random weights: flat spectrum)
-    out = T.apply(wl, T.config({"energy": 0.5, "include": ["*.mlp.up_proj"]}))
+    rec = T.apply(wl, T.config({"energy": 0.5, "include": ["*.mlp.up_proj"]}))
+    out = rec.workload
     r = out.model.model.layers[0].mlp.up_proj[0].out_features
     s = torch.linalg.svdvals(wl.model.model.layers[0].mlp.up_proj.weight.double())
     assert (s[:r] ** 2).sum() / (s ** 2).sum() >= 0.5 > (s[: r - 1] ** 2).sum() / (s ** 2).sum()

@@ -69,17 +69,18 @@ def test_check_only_on_cpu(workload, pre, params, swapped):
     wl = workload
     if pre:
         quant = registry.get(pre)
-        wl = quant.apply(workload, quant.config(params))
+        wl = quant.apply(workload, quant.config(params)).workload
     before = {k: v.clone() for k, v in wl.model.state_dict().items()}
-    out = TECH.apply(wl, TECH.config({}))
+    rec = TECH.apply(wl, TECH.config({}))
+    out = rec.workload
     assert out.model is wl.model  # CPU: the original model goes on, only the check is reported
     assert all(torch.equal(before[k], v) for k, v in wl.model.state_dict().items())  # never mutated
-    m = out.meta["check_only_metrics"]
+    m = rec.check_metrics
     assert m["modules_swapped"] == swapped
     # observed max |Δlogit| 3.0e-07 (fp32), 5.1e-07 (int8), 4.8e-07 (int4); logits reach ~0.9
     assert m["max_abs_logit_diff"] < 1e-5 and m["rel_error"] < 1e-5
     assert m["top1_agreement"] == 1.0
-    assert "speed needs a GPU" in out.meta["step_notes"][0]
+    assert "speed needs a GPU" in rec.notes[0]
 
 
 def test_failed_check_raises(workload, monkeypatch):
