@@ -37,6 +37,21 @@ ROWS: list[tuple[str, str, list[dict[str, Any]], list[dict[str, Any]]]] = [
      [{"metric": "decode_tokens_per_s", "min_ratio": 1.0}]),
     ("torch_compile", "ref-lm", [{"technique": "torch_compile"}],
      [{"metric": "latency_ms", "max_ratio": 1.0}, {"metric": "decode_tokens_per_s", "min_ratio": 1.0}]),
+    # the real pretrained LLM (issue 11's goals as gates). Its in_features (576) admit groups of 32 or 64,
+    # not 128; 64 is the honest comparison, since the Q4_1 source already lies on a 4-bit grid of 32
+    ("half_precision bf16", "smollm2-135m", [{"technique": "half_precision", "params": {"dtype": "bf16"}}],
+     [{"metric": "perplexity", "max_ratio": 1.01}]),
+    ("int8_dynamic", "smollm2-135m", [{"technique": "int8_dynamic"}],
+     [{"metric": "decode_tokens_per_s", "min_ratio": 1.8}, {"metric": "perplexity", "max_ratio": 1.03}]),
+    ("bf16 → int4_weight_only g64", "smollm2-135m",
+     [{"technique": "half_precision", "params": {"dtype": "bf16"}}, {"technique": "int4_weight_only", "params": {"group_size": 64}}],
+     [{"metric": "decode_tokens_per_s", "min_ratio": 2.5}, {"metric": "perplexity", "max_ratio": 1.03}]),
+    ("int4_weight_only g64 [bf16 baseline]", "smollm2-135m", [{"technique": "int4_weight_only", "params": {"group_size": 64}}],
+     [{"metric": "decode_tokens_per_s", "min_ratio": 1.5}, {"metric": "decode_bandwidth_fraction", "min": 0.5}]),
+    ("gptq 4-bit g64 [bf16 baseline]", "smollm2-135m", [{"technique": "gptq", "params": {"bits": 4, "group_size": 64}}],
+     [{"metric": "decode_tokens_per_s", "min_ratio": 1.5}, {"metric": "perplexity", "max_ratio": 1.03}]),
+    ("int8_weight_only [bf16 baseline]", "smollm2-135m", [{"technique": "int8_weight_only"}],
+     [{"metric": "decode_tokens_per_s", "min_ratio": 1.0}, {"metric": "perplexity", "max_ratio": 1.01}]),
 ]
 
 
@@ -95,6 +110,12 @@ def _notes(summary: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
+def _bandwidth(m: dict[str, float]) -> str:
+    if "decode_bandwidth_gb_per_s" not in m:
+        return "—"
+    return f"{m['decode_bandwidth_gb_per_s']:.1f} ({m['decode_bandwidth_fraction']:.0%} of {m['copy_gb_per_s']:.1f})"
+
+
 def _goal(gates: list[dict[str, Any]]) -> str:
     return "; ".join(f"{'✅' if g['ok'] else ('❌' if g['ok'] is False else '—')} {g['detail']}" for g in gates) or "—"
 
@@ -106,7 +127,7 @@ def run_row(label: str, workload: str, steps: list[dict[str, Any]], gates: list[
 
     pb = submit.validate_request({"name": "bench", "title": label, "steps": steps, "expect": gates}, workload, "cpu",
                                  scenario="inference")
-    run_id = submit.create_run(pb, workload, "cpu")
+    run_id = submit.create_run(pb, workload, "cpu", baseline_dtype="bf16" if "[bf16 baseline]" in label else "fp32")
     pipeline.execute_run(run_id, worker="bench")
     with session_scope() as s:
         return queries.run_summary(queries.get_run(s, run_id))
@@ -114,17 +135,17 @@ def run_row(label: str, workload: str, steps: list[dict[str, Any]], gates: list[
 
 def table(results: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
     lines = ["| run | workload | stored bytes ×baseline | ×16-bit copy | bits/param | quality | prefill speed | "
-             "decode speed | peak memory | notes | goal (gates) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "decode speed | decode GB/s (of copy) | peak memory | notes | goal (gates) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, workload, s in results:
         base, fin = s["baseline"], s["final"]
         if s["status"] != "succeeded":
-            lines.append(f"| {label} | {workload} | {s['status']}: {s['error']} |||||||||")
+            lines.append(f"| {label} | {workload} | {s['status']}: {s['error']} ||||||||||")
             continue
         lines.append("| " + " | ".join([
             label, workload, _x(_ratio(fin, base, "stored_bytes"), 3), f"{fin.get('stored_bytes_vs_16bit', 0):.3f}",
             f"{fin.get('bits_per_param', 0):.2f}", _quality(base, fin),
-            _x(_ratio(base, fin, "latency_ms")), _x(_ratio(fin, base, "decode_tokens_per_s")),
+            _x(_ratio(base, fin, "latency_ms")), _x(_ratio(fin, base, "decode_tokens_per_s")), _bandwidth(fin),
             _x(_ratio(fin, base, "peak_memory_bytes")), _notes(s), _goal(s["gates"])]) + " |")
     return lines
 
@@ -149,7 +170,7 @@ def main(labels: list[str] | None = None) -> None:
         f"- machine: {env['cpu']}, ISA {env['cpu_isa']}, {env['threads']} threads; torch {env['torch']}, "
         f"transformers {env['transformers']}",
         "- every figure measured by the pipeline (`speedbook run`'s code path) against the fp32 baseline measured in "
-        "the same run; prefill speed = baseline latency ÷ step latency (median after warm-up), decode speed = "
+        "the same run (fp32, or bf16 where the row says so); prefill speed = baseline latency ÷ step latency (median after warm-up), decode speed = "
         "step tok/s ÷ baseline tok/s (a run with a speculative step decodes through generate() in its baseline too);"
         " ×16-bit copy = stored bytes ÷ (2 bytes × parameters). Speed on 2 shared cores varies ±10–30 % run to run.",
         "",

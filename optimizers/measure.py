@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import functools
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -135,7 +136,21 @@ def peak_memory_bytes(model: torch.nn.Module, fn: Callable[[], Any], device: str
         fn()
         torch.cuda.synchronize()
         return stored_bytes(model) + torch.cuda.max_memory_allocated() - base
-    return stored_bytes(model) + _allocator_peak_bytes(fn)
+    return stored_bytes(model) + runtime_buffer_bytes(model) + _allocator_peak_bytes(fn)
+
+
+def runtime_buffer_bytes(model: torch.nn.Module) -> int:
+    """Bytes of buffers a module keeps outside its state dict (e.g. the CPU int4 kernel's own
+    layout of the packed weights): resident while it runs, so part of peak memory, though not
+    of what is stored."""
+    saved = {id(t) for t in model.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor)}
+    seen: set[int] = set()
+    total = 0
+    for _, b in model.named_buffers():
+        if b is not None and id(b) not in saved and id(b) not in seen:
+            seen.add(id(b))
+            total += b.numel() * b.element_size()
+    return total
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -217,9 +232,34 @@ def _lm_quality(wl: Workload, reference: Measurement | None) -> tuple[dict[str, 
         logits_all.append(logits.cpu())
     logits = torch.cat(logits_all)  # (W, T, V)
     out = {"perplexity": M.perplexity_from_nll(nll, count)}
+    if ev.answers:
+        out["answer_accuracy"] = answer_accuracy(wl)
     if reference is not None and reference.outputs is not None:
         out |= _fidelity(reference.outputs, logits)
     return out, logits
+
+
+def answer_matches(text: str, accepted: list[str]) -> bool:
+    """Whether ``text`` contains one of ``accepted`` as a whole word, ignoring case."""
+    import re
+
+    return any(re.search(rf"(?<!\w){re.escape(a.lower())}(?!\w)", text.lower()) for a in accepted)
+
+
+def answer_accuracy(wl: Workload) -> float:
+    """Fraction of the workload's short factual prompts whose greedy answer contains one of the
+    accepted answers as a whole word (case-insensitive; "7" does not match "1977"): a task figure
+    a user recognises, beside perplexity."""
+
+    ev: LMEval = wl.eval  # type: ignore[assignment]
+    right = 0
+    for ids, accepted in ev.answers:
+        ids = ids.to(wl.device)
+        out = wl.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                max_new_tokens=ev.answer_tokens, pad_token_id=wl.tokenizer.eos_token_id)
+        text = wl.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).lower()
+        right += answer_matches(text, accepted)
+    return right / len(ev.answers)
 
 
 def _fidelity(ref_logits: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
@@ -243,16 +283,9 @@ def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[
         return model(input_ids=prompt, use_cache=False).logits
 
     def decode_ms() -> float:
-        """Prefill with a cache (untimed), then time only the greedy token-by-token loop."""
-        out = model(input_ids=prompt, use_cache=True)
-        cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
+        """Prefill into a static KV cache (untimed), then time only the greedy token-by-token loop."""
         sync()
-        t0 = time.perf_counter()
-        for _ in range(ev.decode_tokens):
-            out = model(input_ids=tok, cache=cache, use_cache=True)
-            cache, tok = out.cache, out.logits[:, -1:].argmax(-1)
-        sync()
-        return (time.perf_counter() - t0) * 1e3
+        return greedy_decode(model, prompt, ev.decode_tokens, sync=sync)[1]
 
     sync = torch.cuda.synchronize if wl.device.startswith("cuda") else (lambda: None)
     pre_ms, spread = median_and_spread(time_call(prefill, s, wl.device))
@@ -267,9 +300,52 @@ def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[
         "prefill_tokens_per_s": need / (pre_ms / 1e3),
         "decode_tokens_per_s": ev.batch_size * ev.decode_tokens / (dec_ms / 1e3),
     }
+    out |= decode_bandwidth(stored_bytes(model), out["decode_tokens_per_s"] / ev.batch_size, wl.device)
     if runtime.get("decode_loop") == "generate":  # the run compares generate() with generate()
         out |= _generate_speed(wl, prompt, max(3, s.repeats // 2), runtime.get("decoding") or {})
     return out, prefill
+
+
+def greedy_decode(model: torch.nn.Module, prompt: torch.Tensor, n: int,
+                  sync: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, float]:
+    """The lean decode loop serving engines run (gpt-fast's shape): prefill into a static KV cache
+    sized for the whole sequence, then ``n`` greedy steps of one token each at fixed shapes (so a
+    compiled model runs one graph at every length). Returns the ``n`` tokens (B, n) and the
+    milliseconds of the ``n`` steps alone; the same loop measures the baseline and every step."""
+    from transformers import StaticCache
+
+    b, t = prompt.shape
+    cache = StaticCache(config=model.config, max_cache_len=t + n)
+    positions = torch.arange(t + n, device=prompt.device)
+    out = model(input_ids=prompt, cache=cache, cache_position=positions[:t], use_cache=True)
+    tok = out.logits[:, -1:].argmax(-1)
+    tokens = []
+    sync()
+    t0 = time.perf_counter()
+    for i in range(n):
+        tokens.append(tok)
+        out = model(input_ids=tok, cache=cache, cache_position=positions[t + i : t + i + 1], use_cache=True)
+        tok = out.logits[:, -1:].argmax(-1)
+    sync()
+    return torch.cat(tokens, dim=1), (time.perf_counter() - t0) * 1e3
+
+
+@functools.lru_cache(maxsize=4)
+def copy_gb_per_s(device: str) -> float:
+    """The device's measured copy bandwidth (read + write), once per process: 256 MiB on CPU so
+    caches do not flatter it; the ceiling decode at batch 1 is judged against."""
+    from kernels.roofline import SIZES, _copy_gb_per_s
+
+    nbytes = 256 << 20 if not device.startswith("cuda") else SIZES["cuda"][0]
+    return _copy_gb_per_s(nbytes, torch.device(device))
+
+
+def decode_bandwidth(weight_bytes: float, tokens_per_s: float, device: str) -> dict[str, float]:
+    """Decode at batch 1 reads every weight once per token: achieved bandwidth = stored bytes ×
+    tokens/s (computed), beside the measured copy bandwidth and the fraction of it reached."""
+    achieved = weight_bytes * tokens_per_s / 1e9
+    ceiling = copy_gb_per_s(device)
+    return {"decode_bandwidth_gb_per_s": achieved, "copy_gb_per_s": ceiling, "decode_bandwidth_fraction": achieved / ceiling}
 
 
 class _Clock:

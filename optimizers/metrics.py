@@ -28,6 +28,7 @@ METRICS: dict[str, MetricSpec] = {
     "decode_tokens_per_s": MetricSpec("tok/s", "higher", "decode throughput"),
     "perplexity": MetricSpec("", "lower", "perplexity"),
     "accuracy": MetricSpec("", "higher", "accuracy"),
+    "answer_accuracy": MetricSpec("", "higher", "greedy answers containing the accepted answer (factual prompts)"),
     "kl_divergence": MetricSpec("nats/token", "lower", "KL(baseline ‖ model)"),
     "top1_agreement": MetricSpec("", "higher", "top-1 agreement with baseline"),
     "output_rel_error": MetricSpec("", "lower", "‖out − base‖ / ‖base‖"),
@@ -36,6 +37,9 @@ METRICS: dict[str, MetricSpec] = {
     "pair_spearman": MetricSpec("", "higher", "rank corr. with labelled similarity pairs"),
     "sqnr_db": MetricSpec("dB", "higher", "signal-to-quantization-noise ratio"),
     "estimated_weight_bytes": MetricSpec("B", "lower", "estimated weight bytes"),
+    "decode_bandwidth_gb_per_s": MetricSpec("GB/s", "higher", "decode bandwidth achieved (stored bytes × tok/s, computed)"),
+    "copy_gb_per_s": MetricSpec("GB/s", "higher", "device copy bandwidth (measured ceiling)"),
+    "decode_bandwidth_fraction": MetricSpec("", "higher", "decode bandwidth ÷ copy bandwidth"),
     # measured when a run decodes through generate() (a decoding strategy such as a speculative draft)
     "decode_tokens_per_s_plain_generate": MetricSpec("tok/s", "higher", "decode throughput, plain greedy generate()"),
     "greedy_match": MetricSpec("", "higher", "1 when the strategy's tokens equal plain greedy decoding's"),

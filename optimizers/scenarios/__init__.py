@@ -24,8 +24,10 @@ class Scenario:
 
 INFERENCE_METRICS = (
     "stored_bytes", "bits_per_param", "stored_bytes_vs_16bit", "peak_memory_bytes", "latency_ms",
-    "latency_spread_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "perplexity", "accuracy", "kl_divergence",
+    "latency_spread_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "perplexity", "accuracy", "answer_accuracy",
+    "kl_divergence",
     "top1_agreement", "output_rel_error", "embedding_cosine", "similarity_spearman", "pair_spearman", "sqnr_db",
+    "decode_bandwidth_gb_per_s", "decode_bandwidth_fraction",
 )
 SERVING_METRICS = (
     "throughput_tokens_per_s", "ttft_ms_p50", "ttft_ms_p95", "tpot_ms_p50", "tpot_ms_p95",

@@ -21,6 +21,8 @@ class LMEval:
     prompt_len: int = 64  # prefill length for the speed measurement
     decode_tokens: int = 32  # tokens generated for decode tokens/s
     batch_size: int = 1
+    answers: list[tuple[torch.Tensor, list[str]]] = field(default_factory=list)  # (prompt ids (1, T), accepted answers)
+    answer_tokens: int = 16  # greedy tokens generated per answer prompt
 
 
 @dataclass

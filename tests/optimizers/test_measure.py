@@ -1,5 +1,6 @@
 """The measurement harness: true stored bytes, peak memory from torch's accounting,
 fidelity against the baseline, and the protocol on the tiny Llama."""
+import pytest
 import torch
 
 from optimizers.measure import SpeedSettings, measure, peak_memory_bytes, stored_bytes
@@ -54,3 +55,25 @@ def test_stored_bytes_of_torchao_tensor_subclass():
     quantize_(m, Int8WeightOnlyConfig())
     n = stored_bytes(m)
     assert 256 * 128 <= n <= 256 * 128 + 128 * 8  # int8 weights plus per-row scales; observed 33,408
+
+
+def test_the_decode_loop_yields_generates_greedy_tokens():
+    """The lean static-cache loop times what generate() would produce, token for token."""
+    from optimizers.measure import greedy_decode
+
+    wl = load_workload("tiny-llama")
+    prompt = wl.eval.token_ids[:16].reshape(1, 16)
+    with torch.inference_mode():
+        ref = wl.model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=20,
+                                min_new_tokens=20)[:, 16:]
+        tokens, ms = greedy_decode(wl.model, prompt, 20)
+    assert torch.equal(tokens, ref) and ms > 0
+
+
+def test_decode_bandwidth_is_bytes_times_tokens_against_the_copy_ceiling():
+    from optimizers.measure import copy_gb_per_s, decode_bandwidth
+
+    out = decode_bandwidth(2e9, 10.0, "cpu")
+    assert out["decode_bandwidth_gb_per_s"] == pytest.approx(20.0)
+    assert out["copy_gb_per_s"] == copy_gb_per_s("cpu") > 0
+    assert out["decode_bandwidth_fraction"] == pytest.approx(20.0 / out["copy_gb_per_s"])
