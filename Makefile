@@ -26,7 +26,13 @@ run: install
 test: install
 	$(PY) -m pytest -q tests
 
-bench: install
+# the llama.cpp peer (optional, builds llama.cpp from source: ~7 min on 2 cores); the bench runs without it
+BENCH_STAMP := $(VENV)/.bench-extra
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q 'llama-cpp-python==0.3.36' || echo "llama-cpp-python did not build: the bench runs without the llama.cpp peer"
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
 	$(PY) -m benchmarks
 
 # not in CI: 500 runs over 4 workers, a SIGKILL every 30 s, one Redis restart (scripts/soak.py)

@@ -27,8 +27,10 @@ def _fail(msg: str, as_json: bool) -> int:
 
 
 def resolve_playbook(ref: str):
-    """A YAML path, or the name of a playbook in the library."""
-    from playbooks.schema import library, load_playbook
+    """A YAML path, the name of a playbook in the library, or the name of an executable technique
+    (a one-step playbook running it at its defaults: ``speedbook run gptq --workload smollm2-135m``)."""
+    from optimizers import registry
+    from playbooks.schema import library, load_playbook, parse_playbook
 
     p = Path(ref)
     if p.suffix in (".yaml", ".yml") or p.exists():
@@ -36,9 +38,13 @@ def resolve_playbook(ref: str):
     lib = library()
     if ref in lib:
         return lib[ref]
+    if ref in registry.names():
+        return parse_playbook({"name": ref.replace("_", "-"), "title": f"{ref} at its defaults",
+                               "steps": [{"technique": ref}]})
     from playbooks.errors import PlaybookError
 
-    raise PlaybookError(f"playbook {ref!r} is neither a YAML file nor a library playbook ({', '.join(lib)})")
+    raise PlaybookError(f"playbook {ref!r} is neither a YAML file, a library playbook ({', '.join(lib)}) "
+                        f"nor a technique ({', '.join(registry.names())})")
 
 
 # ---------------------------------------------------------------- run
@@ -271,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a playbook in-process and store it in the database")
-    r.add_argument("playbook", help="playbook YAML file or library playbook name")
+    r.add_argument("playbook", help="playbook YAML file, library playbook name, or a technique name (run at its defaults)")
     r.add_argument("--workload", required=True, help="built-in workload (e.g. ref-lm), local dir or HF id")
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     r.add_argument("--scenario", default=None, choices=["inference", "serving", "training"],

@@ -171,8 +171,10 @@ def describe_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _Heartbeat) -> _State:
     """Apply one step and measure it under the scenario with the settings so far; the next state."""
     from optimizers import registry
+    import torch
+
     from optimizers.base import Target
-    from optimizers.measure import measure
+    from optimizers.measure import SpeedSettings, measure
 
     rec.step_started(index)
     if step.technique not in registry.names():
@@ -192,10 +194,16 @@ def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _
         return replace(state, workload=record.workload, settings=settings)
     m = measure(record.workload, reference=baseline, runtime=settings)
     peer_metrics = {}
-    for variant, peer_model in record.peers.items():  # same protocol, same run, same baseline
+    for variant, peer in record.peers.items():  # same protocol, same run, same baseline
         hb.check()
-        peer_metrics[variant] = measure(record.workload.with_model(peer_model), reference=baseline,
-                                        runtime=settings).metrics
+        if isinstance(peer, torch.nn.Module):
+            peer_metrics[variant] = measure(record.workload.with_model(peer), reference=baseline, runtime=settings).metrics
+        else:  # another runtime (llama.cpp) runs the same protocol itself; its failure is a note, not the step's
+            try:
+                peer_metrics[variant] = peer.metrics(record.workload, baseline, SpeedSettings.from_env())
+            except Exception as err:  # noqa: BLE001 - an optional peer must not fail the step
+                log.warning("peer %s failed: %s", variant, err)
+                record.notes.append(f"peer {variant} could not be measured: {type(err).__name__}: {err}")
     rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=m.metrics,
                   peers=peer_metrics)
     return _State(record.workload, settings, m)

@@ -100,7 +100,9 @@ class StepRecord:
     notes: list[str] = field(default_factory=list)
     diagnostics: dict[str, float] = field(default_factory=dict)  # scalars computed while applying (stored as metrics)
     details: dict[str, Any] = field(default_factory=dict)  # JSON-safe tables and curves (per-layer error, loss curve)
-    peers: dict[str, Any] = field(default_factory=dict)  # {variant: model}: a peer library's result for the same step
+    # {variant: model or runtime}: a peer library's result for the same step — an nn.Module is measured
+    # by the harness; another runtime (optimizers.runtimes) measures itself: metrics(workload, reference, settings)
+    peers: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)  # files the step wrote, under the run's artifact folder
     check_metrics: dict[str, float] | None = None  # a correctness-check step: these figures, no re-measurement
 

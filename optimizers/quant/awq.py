@@ -54,15 +54,15 @@ def awq_model(model, names: list[str], batches, bits: int = 4, group_size: int =
     s = 1, or with ``scale_unfoldable`` an explicit ``input_scale`` (not exportable) — and
     the block is quantized. Returns {first linear of group: {"alpha", "error", "rtn_error",
     "folded_into", "group"}}."""
-    from optimizers.quant.calibrate import blocks, collect_inputs, shared_input_groups
+    from optimizers.quant.calibrate import collect_inputs, sequential, shared_input_groups
     from optimizers.quant.modules import QuantLinearInt4, set_module
     from optimizers.quant.smooth import migrate, producer_candidates, scale_weights
 
     shared = shared_input_groups(model, names, batches[0])
     group_of = {g[0]: (g, norm) for g, norm in shared}
     report: dict[str, dict] = {}
-    for blk, block_names in blocks(model, names):
-        X = collect_inputs(model, block_names, batches, max_tokens=max_tokens, stop_after=blk)
+    for block_names, feed in sequential(model, names, batches):
+        X = collect_inputs(model, block_names, feed, max_tokens=max_tokens)
         found = []
         for first in [n for n in block_names if n in group_of]:
             group, norm = group_of[first]

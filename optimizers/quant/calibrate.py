@@ -1,12 +1,14 @@
 """Calibration: run a model over the workload's calibration batches and capture what the
 quantizers need from each Linear's input: per-channel |x| maxima (SmoothQuant, LLM.int8),
-mean |x| and raw samples (AWQ), the Hessian 2·XᵀX (GPTQ). ``sequential_blocks`` drives
+mean |x| and raw samples (AWQ), the Hessian 2·XᵀX (GPTQ). ``sequential`` drives
 GPTQ/AWQ block by block so block i sees inputs produced by the already-quantized blocks
-before it (GPTQ paper §4, "sequential"), keeping memory bounded to one block's inputs."""
+before it (GPTQ paper §4, "sequential"): the inputs of the first block are captured once and
+pushed through one block at a time, as the reference implementation's ``inps`` cache does,
+so calibrating L blocks costs L block forwards per batch rather than L²/2."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -49,25 +51,18 @@ class _Stop(Exception):
     """Raised by a hook to end a calibration forward early (after the block of interest)."""
 
 
-def _raise_stop(*_):
-    raise _Stop()
-
-
 class InputCollector:
     """Forward pre-hooks on named Linears; each input flattened to (tokens, K) float32 goes
     to ``on_input(name, x)``. Use as a context manager."""
 
-    def __init__(self, model: nn.Module, names: Iterable[str], on_input: Callable[[str, torch.Tensor], None],
-                 stop_after: nn.Module | None = None):
-        self.model, self.names, self.on_input, self.stop_after = model, list(names), on_input, stop_after
+    def __init__(self, model: nn.Module, names: Iterable[str], on_input: Callable[[str, torch.Tensor], None]):
+        self.model, self.names, self.on_input = model, list(names), on_input
         self.handles: list = []
 
     def __enter__(self):
         for n in self.names:
             mod = self.model.get_submodule(n)
             self.handles.append(mod.register_forward_pre_hook(self._hook(n)))
-        if self.stop_after is not None:
-            self.handles.append(self.stop_after.register_forward_hook(_raise_stop))
         return self
 
     def _hook(self, name):
@@ -82,15 +77,15 @@ class InputCollector:
 
     _mask: torch.Tensor | None = None
 
-    def run(self, batches: Iterable[Any]) -> None:
+    def run(self, batches: "Iterable[Any] | BlockFeed") -> None:
+        if isinstance(batches, BlockFeed):
+            batches.run(self)
+            return
         with torch.no_grad():
             for b in batches:
                 m = b.get("attention_mask") if isinstance(b, dict) else None
                 self._mask = m.bool() if torch.is_tensor(m) else None
-                try:
-                    run_batch(self.model, b)
-                except _Stop:
-                    pass
+                run_batch(self.model, b)
         self._mask = None
 
     def __exit__(self, *exc):
@@ -111,8 +106,7 @@ def channel_absmax(model: nn.Module, names: Iterable[str], batches) -> dict[str,
     return out
 
 
-def collect_inputs(model: nn.Module, names: Iterable[str], batches, max_tokens: int = 8192,
-                   stop_after: nn.Module | None = None) -> dict[str, torch.Tensor]:
+def collect_inputs(model: nn.Module, names: Iterable[str], batches, max_tokens: int = 8192) -> dict[str, torch.Tensor]:
     """The calibration inputs of each named Linear, (tokens, K) float32, capped at max_tokens."""
     got: dict[str, list[torch.Tensor]] = defaultdict(list)
     count: dict[str, int] = defaultdict(int)
@@ -123,13 +117,12 @@ def collect_inputs(model: nn.Module, names: Iterable[str], batches, max_tokens: 
             got[name].append(x.detach())  # stays on the model's device
             count[name] += x.shape[0]
 
-    with InputCollector(model, names, on, stop_after) as c:
+    with InputCollector(model, names, on) as c:
         c.run(batches)
     return {n: torch.cat(v) for n, v in got.items()}
 
 
-def collect_hessians(model: nn.Module, names: Iterable[str], batches,
-                     stop_after: nn.Module | None = None) -> dict[str, torch.Tensor]:
+def collect_hessians(model: nn.Module, names: Iterable[str], batches) -> dict[str, torch.Tensor]:
     """GPTQ's H = 2/n · Σ xᵀx (K, K) float32 for each named Linear (running mean over tokens)."""
     H: dict[str, torch.Tensor] = {}
     n: dict[str, int] = defaultdict(int)
@@ -144,7 +137,7 @@ def collect_hessians(model: nn.Module, names: Iterable[str], batches,
         xs = x * (2.0 / n[name]) ** 0.5
         H[name] += xs.t() @ xs
 
-    with InputCollector(model, names, on, stop_after) as c:
+    with InputCollector(model, names, on) as c:
         c.run(batches)
     return H
 
@@ -152,15 +145,116 @@ def collect_hessians(model: nn.Module, names: Iterable[str], batches,
 # ---------------------------------------------------------------- structure
 
 
+class _Captured:
+    """One calibration batch as the first block sees it: its positional and keyword inputs
+    (hidden states, position embeddings, attention mask…) and the batch's padding mask."""
+
+    def __init__(self, args: tuple, kwargs: dict, mask: torch.Tensor | None):
+        self.args, self.kwargs, self.mask = list(args), dict(kwargs), mask
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        return self.args[0] if self.args else self.kwargs["hidden_states"]
+
+    @hidden.setter
+    def hidden(self, x: torch.Tensor) -> None:
+        if self.args:
+            self.args[0] = x
+        else:
+            self.kwargs["hidden_states"] = x
+
+
+class BlockFeed:
+    """Runs one block over the cached inputs of every calibration batch (an InputCollector
+    accepts it in place of the batches)."""
+
+    def __init__(self, block: nn.Module, items: list[_Captured]):
+        self.block, self.items = block, items
+
+    def run(self, collector: "InputCollector") -> None:
+        with torch.no_grad():
+            for it in self.items:
+                collector._mask = it.mask
+                self.block(*it.args, **it.kwargs)
+        collector._mask = None
+
+    def advance(self) -> None:
+        """Replace each cached input by this block's output: the next block's input."""
+        with torch.no_grad():
+            for it in self.items:
+                out = self.block(*it.args, **it.kwargs)
+                it.hidden = out[0] if isinstance(out, (tuple, list)) else out
+
+
+def capture_block_inputs(model: nn.Module, first: nn.Module, batches) -> list[_Captured]:
+    """The inputs of ``first`` for every calibration batch, from one forward each that stops
+    there. Empty when the block is not on the forward path of these batches."""
+    items: list[_Captured] = []
+    mask: list[torch.Tensor | None] = [None]
+
+    def grab(mod, args, kwargs):
+        if not torch.is_tensor(args[0] if args else kwargs.get("hidden_states")):
+            return None
+        items.append(_Captured(args, kwargs, mask[0]))
+        raise _Stop()
+
+    h = first.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for b in batches:
+                m = b.get("attention_mask") if isinstance(b, dict) else None
+                mask[0] = m.bool() if torch.is_tensor(m) else None
+                try:
+                    run_batch(model, b)
+                except _Stop:
+                    pass
+    finally:
+        h.remove()
+    return items if len(items) == len(list(batches)) else []
+
+
+def sequential(model: nn.Module, linear_names: Iterable[str], batches) -> Iterator[tuple[list[str], Any]]:
+    """Yields (Linears of one block, what to calibrate them on) in block order; the caller
+    quantizes the block before asking for the next, and the cached inputs then advance through
+    the quantized block (and through blocks with nothing selected). Linears outside the repeated
+    blocks (an lm_head, a CNN's layers) are calibrated on full forwards of the partly quantized
+    model, as is everything when the first block's inputs cannot be captured."""
+    names = list(linear_names)
+    found = _block_list(model)
+    per_block = [] if found is None else [(blk, [n for n in names if n.startswith(f"{found[0]}{i}.")])
+                                          for i, blk in enumerate(found[1])]
+    first = next((i for i, (_, g) in enumerate(per_block) if g), None)
+    items = capture_block_inputs(model, per_block[first][0], batches) if first is not None else []
+    if not items:
+        for _, group in blocks(model, names):
+            yield group, batches
+        return
+    for blk, group in per_block[first:]:
+        feed = BlockFeed(blk, items)
+        if group:
+            yield group, feed
+        feed.advance()
+    items.clear()
+    for blk, group in blocks(model, names):
+        if blk is None:
+            yield group, batches
+
+
+def _block_list(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """The repeated blocks: the largest nn.ModuleList, with its name prefix ("model.layers.")."""
+    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    best = max(lists, key=lambda nm: len(nm[1]), default=None)
+    return None if best is None else (best[0] + "." if best[0] else "", best[1])
+
+
 def blocks(model: nn.Module, linear_names: Iterable[str]) -> list[tuple[nn.Module | None, list[str]]]:
     """Group Linears by repeated block (element of the largest nn.ModuleList), in block order.
     Linears outside any block become their own group (module None: run the whole model)."""
-    lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    best = max(lists, key=lambda nm: len(nm[1]), default=None)
+    best = _block_list(model)
     names = list(linear_names)
     groups: list[tuple[nn.Module | None, list[str]]] = []
     if best is not None:
-        prefix = best[0] + "." if best[0] else ""
+        prefix = best[0]
         for i, blk in enumerate(best[1]):
             p = f"{prefix}{i}."
             inside = [n for n in names if n.startswith(p)]

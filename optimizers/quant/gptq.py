@@ -79,12 +79,12 @@ def gptq_model(model, names: list[str], batches, bits: int = 4, group_size: int 
     """Quantize the named Linears of ``model`` in place, block by block: the Hessians of block
     i come from inputs produced by blocks < i already quantized. Returns each layer's
     relative output error on its own calibration inputs (the GPTQ objective, via H)."""
-    from optimizers.quant.calibrate import blocks, collect_hessians
+    from optimizers.quant.calibrate import collect_hessians, sequential
     from optimizers.quant.modules import QuantLinearInt4, dequantize_groupwise, set_module
 
     errors: dict[str, float] = {}
-    for blk, group in blocks(model, names):
-        hessians = collect_hessians(model, group, batches, stop_after=blk)
+    for group, feed in sequential(model, names, batches):
+        hessians = collect_hessians(model, group, feed)
         for n in group:
             lin = model.get_submodule(n)
             H = hessians[n]

@@ -7,12 +7,13 @@ from pydantic import Field, field_validator
 from optimizers.base import StepRecord, Technique, layer_error_figures
 from optimizers.quant.awq import awq_model
 from optimizers.quant.calibrate import calibrated_copy
-from optimizers.quant.config import GroupConfig, check_bits_field
+from optimizers.quant.config import GroupConfig, RuntimePeerConfig, check_bits_field
 from optimizers.quant.modules import check_group_size
 from optimizers.registry import register
+from optimizers.runtimes import llama_cpp
 
 
-class AwqConfig(GroupConfig):
+class AwqConfig(GroupConfig, RuntimePeerConfig):
     bits: int = Field(4, description="weight bits: 4, or 3 (stored in the 4-bit packed layout)")
     grid: int = Field(20, description="number of α values tried in [0, 1): α = i / grid; α = 0 is plain RTN")
     scale_unfoldable: bool = Field(False, description="also scale Linears whose 1/s cannot fold into a preceding op (o_proj under GQA) via an explicit input scale; not exportable to compressed-tensors")
@@ -41,9 +42,11 @@ class Awq(Technique):
 
     def apply(self, workload, config) -> StepRecord:
         model, _, linears = calibrated_copy(workload, self.name, config.include_lm_head)
-        check_group_size(linears, config.group_size)
-        report = awq_model(model, list(linears), workload.calibration, config.bits, config.group_size,
+        group = check_group_size(linears, config.group_size)
+        report = awq_model(model, list(linears), workload.calibration, config.bits, group,
                            config.grid, config.symmetric, config.scale_unfoldable)
         alphas = {n: r["alpha"] for n, r in report.items()}
-        return StepRecord(workload.with_model(model), diagnostics=layer_error_figures("awq_alpha", alphas),
-                          details={"awq_alpha": alphas, "awq_report": report})
+        notes: list[str] = []
+        peers = llama_cpp.peers_for(workload, "int4", notes) if config.compare_llama_cpp and config.bits == 4 else {}
+        return StepRecord(workload.with_model(model), diagnostics=layer_error_figures("awq_alpha", alphas) | {"group_size": float(group)},
+                          details={"awq_alpha": alphas, "awq_report": report}, peers=peers, notes=notes)

@@ -6,13 +6,14 @@ from pydantic import Field, field_validator
 
 from optimizers.base import StepRecord, Technique, layer_error_figures
 from optimizers.quant.calibrate import calibrated_copy
-from optimizers.quant.config import GroupConfig, check_bits_field
+from optimizers.quant.config import GroupConfig, RuntimePeerConfig, check_bits_field
 from optimizers.quant.gptq import gptq_model
 from optimizers.quant.modules import check_group_size
 from optimizers.registry import register
+from optimizers.runtimes import llama_cpp
 
 
-class GptqConfig(GroupConfig):
+class GptqConfig(GroupConfig, RuntimePeerConfig):
     bits: int = Field(4, description="weight bits: 4, or 3 (3-bit codes are stored in the 4-bit packed layout)")
     act_order: bool = Field(False, description="quantize columns by decreasing Hessian diagonal (helps 3-bit); groups stay contiguous")
     damp: float = Field(0.01, description="dampening added to the Hessian diagonal, as a fraction of its mean (0 < damp < 1)")
@@ -42,8 +43,10 @@ class Gptq(Technique):
 
     def apply(self, workload, config) -> StepRecord:
         model, _, linears = calibrated_copy(workload, self.name, config.include_lm_head)
-        check_group_size(linears, config.group_size)
-        errors = gptq_model(model, list(linears), workload.calibration, config.bits, config.group_size,
+        group = check_group_size(linears, config.group_size)
+        errors = gptq_model(model, list(linears), workload.calibration, config.bits, group,
                             config.act_order, config.damp, config.symmetric, config.block_size)
-        return StepRecord(workload.with_model(model), diagnostics=layer_error_figures("gptq_layer_error", errors),
-                          details={"gptq_layer_error": errors})
+        notes: list[str] = []
+        peers = llama_cpp.peers_for(workload, "int4", notes) if config.compare_llama_cpp and config.bits == 4 else {}
+        return StepRecord(workload.with_model(model), diagnostics=layer_error_figures("gptq_layer_error", errors) | {"group_size": float(group)},
+                          details={"gptq_layer_error": errors}, peers=peers, notes=notes)

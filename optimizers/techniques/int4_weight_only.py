@@ -4,13 +4,14 @@ Triton ``matmul_w4a16`` kernel when present (torchao's int4 configs need CUDA: F
 from __future__ import annotations
 
 from optimizers.base import StepRecord, Technique
-from optimizers.quant.config import GroupConfig
+from optimizers.quant.config import GroupConfig, RuntimePeerConfig
 from optimizers.quant.modules import (QuantLinearInt4, check_group_size, copy_model, default_predicate,
                                       replace_linears, require_linears)
 from optimizers.registry import register
+from optimizers.runtimes import llama_cpp
 
 
-class Int4WeightOnlyConfig(GroupConfig):
+class Int4WeightOnlyConfig(GroupConfig, RuntimePeerConfig):
     pass
 
 
@@ -25,8 +26,9 @@ class Int4WeightOnly(Technique):
     def apply(self, workload, config) -> StepRecord:
         model = copy_model(workload.model)
         pred = default_predicate(model, config.include_lm_head)
-        check_group_size(require_linears(model, pred), config.group_size)
-        swapped = replace_linears(
-            model, pred, lambda n, lin: QuantLinearInt4.from_linear(lin, config.group_size, config.symmetric)
-        )
-        return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped))})
+        group = check_group_size(require_linears(model, pred), config.group_size)
+        swapped = replace_linears(model, pred, lambda n, lin: QuantLinearInt4.from_linear(lin, group, config.symmetric))
+        notes: list[str] = []
+        peers = llama_cpp.peers_for(workload, "int4", notes) if config.compare_llama_cpp else {}
+        return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped)), "group_size": float(group)},
+                          peers=peers, notes=notes)

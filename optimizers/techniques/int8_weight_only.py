@@ -7,6 +7,7 @@ from optimizers.quant.config import PeerConfig
 from optimizers.quant.peer import torchao_peer
 from optimizers.quant.modules import QuantLinearInt8, copy_model, default_predicate, replace_linears, require_linears
 from optimizers.registry import register
+from optimizers.runtimes import llama_cpp
 
 
 class Int8WeightOnlyConfig(PeerConfig):
@@ -27,4 +28,8 @@ class Int8WeightOnly(Technique):
         require_linears(model, pred)
         swapped = replace_linears(model, pred, lambda n, lin: QuantLinearInt8.from_linear(lin))
         peers = {"torchao": torchao_peer(workload, self.name, config.include_lm_head).model} if config.compare_torchao else {}
-        return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped))}, peers=peers)
+        notes: list[str] = []
+        if config.compare_llama_cpp:
+            peers |= llama_cpp.peers_for(workload, "int8", notes)
+        return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped))}, peers=peers,
+                          notes=notes)

@@ -42,15 +42,14 @@ class Qat(Technique):
 
     def apply(self, workload, config) -> StepRecord:
         model, pred, linears = calibrated_copy(workload, self.name, config.include_lm_head)
-        if config.bits == 4:
-            check_group_size(linears, config.group_size)
+        group = check_group_size(linears, config.group_size) if config.bits == 4 else 0
         replace_linears(model, pred, lambda n, lin: FakeQuantLinear.from_linear(
-            lin, config.bits, config.group_size, config.symmetric))
+            lin, config.bits, group, config.symmetric))
         losses = train_fake_quant(model, workload.model, workload.calibration, workload.task, config.steps, config.lr)
         if config.bits == 8:
             convert = lambda n, m: QuantLinearInt8.from_linear(m)  # noqa: E731
         else:
-            convert = lambda n, m: QuantLinearInt4.from_linear(m, config.group_size, config.symmetric)  # noqa: E731
+            convert = lambda n, m: QuantLinearInt4.from_linear(m, group, config.symmetric)  # noqa: E731
         replace_linears(model, lambda n, m: isinstance(m, FakeQuantLinear), convert)
         model.requires_grad_(False)
         return StepRecord(workload.with_model(model), diagnostics=curve_figures("qat_loss", losses),

@@ -7,8 +7,8 @@ GGUF-loaded model, so the first use converts it once into safetensors under the 
 seconds. A cache that does not match its manifest is refused and rebuilt; nothing is committed.
 
 The weights are Q4_1-dequantized: every block of 32 weights already lies on a 4-bit grid, so a
-4-bit quantizer with groups of 32 fits them unusually well, and group 128 is the honest
-comparison. Judged by perplexity on the same held-out standard-library files as ``ref-lm``
+4-bit quantizer with groups of 32 fits them unusually well. Group 128 would be the honest
+comparison, but the 576-wide layers admit only groups of 32 or 64 (576 = 4.5 × 128), so 64 it is. Judged by perplexity on the same held-out standard-library files as ``ref-lm``
 (tokenized with SmolLM2's own tokenizer; calibration from the train split, disjoint) and by
 greedy answers to a small committed set of short factual prompts (``answer_accuracy``)."""
 from __future__ import annotations
@@ -177,7 +177,9 @@ def load(device: str = "cpu", progress: Callable[[str], None] = log.info) -> Wor
         tokenizer=tokenizer,
         device=device,
         meta={"config": {k: cfg[k] for k in CONFIG_KEYS if k in cfg}, "family": "llama", "source": str(d),
-              "weights_note": "Q4_1-dequantized: blocks of 32 already lie on a 4-bit grid; compare at group 128"},
+              "gguf": str(gguf_path()),  # the same weights in llama.cpp's format: its peer runs them
+              "weights_note": "Q4_1-dequantized: blocks of 32 already lie on a 4-bit grid; compare at group 64 "
+                              "(the 576-wide layers admit 32 or 64, not 128)"},
     )
 
 

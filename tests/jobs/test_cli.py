@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -96,3 +98,14 @@ def test_recommend_estimate_catalog_json(tmp_path):
     bad.write_text("goal: serve\nmodel: Llama-3.1-8B\nhardware: {gpu: H100, count: 0}\n")
     out = _cli("recommend", "--constraints", str(bad), "--json", data=tmp_path)
     assert out.returncode == 2 and "hardware.count" in json.loads(out.stdout)["error"]
+
+
+def test_a_technique_name_is_a_one_step_playbook_at_its_defaults():
+    from jobs.cli import resolve_playbook
+    from playbooks.errors import PlaybookError
+
+    pb = resolve_playbook("gptq")
+    assert [s.technique for s in pb.steps] == ["gptq"] and pb.steps[0].params == {} and "defaults" in pb.title
+    assert resolve_playbook("int8-dynamic").name == "int8-dynamic"  # the library playbook wins over a technique
+    with pytest.raises(PlaybookError, match="neither a YAML file, a library playbook .* nor a technique .*gptq"):
+        resolve_playbook("gptqq")

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from optimizers.quant.calibrate import (blocks, channel_absmax, collect_hessians, collect_inputs, require_calibration,
-                                        shared_input_groups)
+from optimizers.quant.calibrate import (BlockFeed, blocks, channel_absmax, collect_hessians, collect_inputs,
+                                        require_calibration, sequential, shared_input_groups)
 from optimizers.quant.modules import default_predicate, find_linears
 from optimizers.quant.testing import tiny_lm_workload
 
@@ -50,6 +50,32 @@ def test_blocks_follow_the_layer_list():
     bl = blocks(wl.model, names)
     assert [len(g) for _, g in bl] == [7, 7, 1] and bl[0][0] is wl.model.model.layers[0]
     assert bl[-1] == (None, ["lm_head"])
+
+
+@pytest.mark.parametrize("skip_block", [None, 0])
+def test_sequential_feed_equals_full_forwards_of_the_partly_quantized_model(skip_block):
+    """The block-input cache (one forward per block per batch) must hand every block exactly
+    what a full forward of the model — earlier blocks already replaced — would: checked by
+    quantizing each block as it is handed out and comparing Hessians both ways. With block 0
+    unselected, the cache starts at block 1 and block 0 is never quantized."""
+    from optimizers.quant.modules import QuantLinearInt4, set_module
+
+    wl = tiny_lm_workload()
+    model = wl.model
+    names = list(find_linears(model, default_predicate(model, include_lm_head=True)))
+    if skip_block is not None:
+        names = [n for n in names if not n.startswith(f"model.layers.{skip_block}.")]
+    seen = []
+    for group, feed in sequential(model, names, wl.calibration):
+        assert isinstance(feed, BlockFeed) == (group != ["lm_head"])
+        fast = collect_hessians(model, group, feed)
+        slow = collect_hessians(model, group, wl.calibration)
+        for n in group:
+            assert torch.allclose(fast[n], slow[n], rtol=1e-4, atol=1e-5), n
+            lin = model.get_submodule(n)
+            set_module(model, n, QuantLinearInt4.from_linear(lin, group_size=32))
+        seen += group
+    assert seen == names
 
 
 def test_missing_calibration_is_a_clear_error():

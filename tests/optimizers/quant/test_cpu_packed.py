@@ -40,7 +40,7 @@ def test_runtime_layout_is_peak_memory_not_stored_bytes():
     q = QuantLinearInt4.from_linear(torch.nn.Linear(128, 64, bias=False), 32)
     model = torch.nn.Sequential(q)
     assert "0.cpu_int4pack" not in model.state_dict()  # the stored format stays the export's
-    assert runtime_buffer_bytes(model) == q.cpu_int4pack.numel() + q.cpu_scale_zero.numel() * 4 > 0
+    assert runtime_buffer_bytes(model) == q.cpu_int4pack.numel() + q.cpu_scale_zero.numel() * q.cpu_scale_zero.element_size() > 0
     assert stored_bytes(model) == 64 * 64 + 64 * 4 * 2 + 64 * 4  # packed codes + fp16 scales + uint8 zeros
 
 

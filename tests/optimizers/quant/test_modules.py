@@ -132,3 +132,17 @@ def test_group_size_error_names_the_param_and_a_valid_choice():
 def test_unsupported_bits_error():
     with pytest.raises(ValueError, match=r"bits=5 is not supported; choose one of \[2, 3, 4\]"):
         quantize_groupwise(torch.randn(4, 32), 5, 32)
+
+
+def test_unset_group_size_picks_the_largest_that_divides_every_layer():
+    from optimizers.quant.modules import check_group_size
+
+    lin = lambda k: torch.nn.Linear(k, 8)  # noqa: E731
+    assert check_group_size({"a": lin(1536), "b": lin(512)}, None) == 128
+    assert check_group_size({"q": lin(576), "down": lin(1536)}, None) == 64  # smollm2-135m: 576 = 4.5 × 128
+    assert check_group_size({"a": lin(96)}, None) == 32
+    assert check_group_size({"a": lin(576)}, 32) == 32
+    with pytest.raises(ValueError, match=r"group_size=128 must divide.*valid choices here: \[64, 32"):
+        check_group_size({"q": lin(576)}, 128)
+    with pytest.raises(ValueError, match="group_size=32 must divide"):
+        check_group_size({"a": lin(100)}, None)

@@ -65,9 +65,9 @@ def test_decode_with_a_growing_cache_runs_one_compiled_graph(dynamic, bounded):
     with torch._dynamo.config.patch(recompile_limit=64):
         rec = T.apply(wl, T.config({"backend": "aot_eager", "dynamic": dynamic}))
         before = counters["stats"]["unique_graphs"]
-        _decode(rec.workload.model, wl, steps=12)
+        _decode(rec.workload.model, wl, steps=5)
         new_graphs = counters["stats"]["unique_graphs"] - before
-    assert (new_graphs <= 2) == bounded, new_graphs  # observed 0-1 with dynamic=None, 12+ with False
+    assert (new_graphs <= 2) == bounded, new_graphs  # observed 0-1 with dynamic=None, one per length (5+) with False
 
 
 def test_peak_memory_is_measured_on_the_compiled_graph():
