@@ -26,7 +26,7 @@ run: install
 test: install
 	$(PY) -m pytest -q tests
 
-# the llama.cpp peer (optional, builds llama.cpp from source: ~7 min on 2 cores); the bench runs without it
+# the llama.cpp peer (optional, compiles llama.cpp from source: 20 min on 2 shared cores); the bench runs without it
 BENCH_STAMP := $(VENV)/.bench-extra
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q 'llama-cpp-python==0.3.36' || echo "llama-cpp-python did not build: the bench runs without the llama.cpp peer"

@@ -1,15 +1,15 @@
 """llama.cpp as the peer a CPU user would pick instead (Gerganov et al., github.com/ggml-org/llama.cpp),
-through ``llama-cpp-python`` — an optional extra (``pip install '.[bench]'``; it builds llama.cpp
-from source, ~7 min on 2 cores), never a runtime requirement.
+through ``llama-cpp-python`` — an optional extra (``pip install '.[bench]'``; it compiles llama.cpp
+from source: 20 min on 2 shared cores here), never a runtime requirement.
 
 A workload whose weights come from a GGUF file (``meta["gguf"]``: smollm2-135m) gets llama.cpp
 peers on its quantization steps: the shipped file itself (Q4_1) and, where llama.cpp's own
-quantizer can make them, Q4_K_M and Q8_0 of the same weights (re-quantized from the Q4_1 source,
-cached under the data directory). Each is measured like a step: perplexity on the same held-out
-windows from llama.cpp's logits, fidelity against the baseline's logits, the greedy answers,
-prefill of the same prompt and the greedy decode of the same number of tokens, with the same
-thread count as PyTorch; its stored bytes are the GGUF file's size (metadata and tokenizer
-included)."""
+quantizer can make them, Q4_K_M and Q8_0 of the same weights (re-quantized from the Q4_1
+source, cached beside the converted model under the data directory). Each is measured like a
+step: perplexity on the same held-out windows from llama.cpp's logits, fidelity against the
+baseline's logits, the greedy answers, prefill of the same prompt and the greedy decode of the
+same number of tokens, with the same thread count as PyTorch; its stored bytes are the GGUF
+file's size (metadata and tokenizer included)."""
 from __future__ import annotations
 
 import importlib.util
@@ -187,8 +187,6 @@ def _argmax_last(llm) -> int:
 def peers_for(workload, kind: str, notes: list[str]) -> dict[str, Any]:
     """The llama.cpp peers of a ``kind`` ("int4" | "int8") step on a workload with a GGUF source;
     {} (and a note saying why) when the extra is absent or a format cannot be made."""
-    from db.session import data_dir
-
     gguf = workload.meta.get("gguf")
     if not gguf or kind not in FORMATS:
         return {}
@@ -196,11 +194,13 @@ def peers_for(workload, kind: str, notes: list[str]) -> dict[str, Any]:
         notes.append(why)
         return {}
     src = Path(gguf)
+    # beside the workload's converted model (<data>/models/llama.cpp for smollm2-135m)
+    cache = Path(workload.meta.get("source") or src.parent).parent / "llama.cpp"
     have = source_format(src)
     out: dict[str, Any] = {}
     for fmt in FORMATS[kind]:
         try:
-            path = src if fmt == have else quantized(src, fmt, data_dir() / "models" / "llama.cpp")
+            path = src if fmt == have else quantized(src, fmt, cache)
         except RuntimeError as err:
             notes.append(str(err))
             continue
