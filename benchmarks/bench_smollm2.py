@@ -159,13 +159,9 @@ def render(data: dict[str, Any], commit: str) -> str:
 
 
 def main() -> None:
-    from benchmarks.bench_techniques import _commit
+    from benchmarks import write_goal_table
 
-    data = measure_all()
-    text = render(data, _commit())
-    OUT.write_text(text)
-    print(text)
-    print(f"wrote {OUT}")
+    write_goal_table(OUT, measure_all, render)
 
 
 if __name__ == "__main__":

@@ -168,17 +168,20 @@ def describe_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: one(v) for k, v in settings.items()}
 
 
-def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _Heartbeat) -> _State:
+def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _Heartbeat, scenario) -> _State:
     """Apply one step and measure it under the scenario with the settings so far; the next state."""
     from optimizers import registry
     import torch
 
     from optimizers.base import Target
-    from optimizers.measure import SpeedSettings, measure
+    from optimizers.measure import SpeedSettings
 
     rec.step_started(index)
     if step.technique not in registry.names():
         rec.step_skipped(index, {"status": "advice_only", "reason": _advice_reason(step.technique)})
+        return state
+    if step.technique in scenario.spec.not_applied:
+        rec.step_skipped(index, {"status": "refused", "reason": scenario.spec.not_applied[step.technique]})
         return state
     tech = registry.get(step.technique)
     cfg = tech.config(step.params)
@@ -192,12 +195,17 @@ def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _
     if record.check_metrics is not None:  # a correctness-check step: its own figures, nothing re-measured
         rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=None, peers={})
         return replace(state, workload=record.workload, settings=settings)
-    m = measure(record.workload, reference=baseline, runtime=settings)
+    m = scenario.measure(record.workload, reference=baseline, runtime=settings)
+    record.notes.extend(m.notes)
     peer_metrics = {}
     for variant, peer in record.peers.items():  # same protocol, same run, same baseline
         hb.check()
         if isinstance(peer, torch.nn.Module):
-            peer_metrics[variant] = measure(record.workload.with_model(peer), reference=baseline, runtime=settings).metrics
+            peer_metrics[variant] = scenario.measure(record.workload.with_model(peer), reference=baseline,
+                                                     runtime=settings).metrics
+        elif scenario.spec.name != "inference":
+            record.notes.append(f"peer {variant} runs its own decode loop one request at a time: measured in the "
+                                "inference scenario only")
         else:  # another runtime (llama.cpp) runs the same protocol itself; its failure is a note, not the step's
             try:
                 peer_metrics[variant] = peer.metrics(record.workload, baseline, SpeedSettings.from_env())
@@ -207,6 +215,21 @@ def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _
     rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=m.metrics,
                   peers=peer_metrics)
     return _State(record.workload, settings, m)
+
+
+@dataclass(frozen=True)
+class _Scenario:
+    """The run's scenario: its declaration and its measurement function."""
+
+    spec: Any
+    measure: Any
+
+    @classmethod
+    def of(cls, pb: Playbook) -> "_Scenario":
+        from optimizers.scenarios import measurer, scenario
+
+        name = pb.scenario or "inference"
+        return cls(scenario(name), measurer(name, pb.trace))
 
 
 def preflight(pb: Playbook, workload) -> None:
@@ -319,16 +342,20 @@ def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, dtype: 
         current = current.with_model(current.model.to(DTYPES[dtype]))
     current.meta["artifact_dir"] = str(artifact_dir(run_id))  # where steps may write files (exports)
     preflight(pb, current)
+    scenario = _Scenario.of(pb)
     base_settings = run_settings(pb)
-    measure(current, memory=False, runtime=base_settings)  # discarded: first-use costs must not inflate the baseline
+    if scenario.spec.name == "inference":  # the serving engines warm themselves up before their timed trace
+        measure(current, memory=False, runtime=base_settings)  # discarded: first-use costs must not inflate the baseline
     hb.check()
-    baseline = measure(current, runtime=base_settings)
-    rec.baseline(baseline.metrics, _estimates(current), baseline.environment)
+    baseline = scenario.measure(current, runtime=base_settings)
+    rec.baseline(baseline.metrics, _estimates(current),
+                 {**baseline.environment, "scenario": scenario.spec.name, **({"baseline_notes": baseline.notes}
+                                                                            if baseline.notes else {})})
     state = _State(current, base_settings, baseline)
     for i, step in enumerate(pb.steps):
         hb.check()
         try:
-            state = _run_step(rec, i, step, state, baseline, hb)
+            state = _run_step(rec, i, step, state, baseline, hb, scenario)
         except Cancelled:
             raise
         except Exception as err:

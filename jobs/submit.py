@@ -51,9 +51,12 @@ def with_scenario(pb: Playbook, workload: str, requested: str | None = None) -> 
     for i, step in enumerate(pb.steps):
         if step.technique in registry.names():
             kind = registry.get(step.technique).kind
-            if kind != "transform" and step.technique not in sc.settings:
+            if kind != "transform" and step.technique not in sc.settings and step.technique not in sc.not_applied:
                 raise PlaybookError(f"steps[{i}] ({step.technique}) is a {kind} setting the {name} scenario does not "
                                     f"apply; it applies {', '.join(sorted(sc.settings)) or 'none'}")
+    if pb.trace is not None and name != "serving":
+        raise PlaybookError(f"trace: describes the serving scenario's requests, and this playbook is judged in the "
+                            f"{name} scenario ({why}); drop trace: or run with scenario serving")
     for i, gate in enumerate(pb.expect):
         if gate.metric not in sc.metrics:
             raise PlaybookError(f"expect[{i}].metric={gate.metric!r} is not measured in the {name} scenario; "

@@ -21,7 +21,9 @@ from optimizers.workloads.base import EncoderEval, LMEval, VisionEval, Workload
 class Measurement:
     metrics: dict[str, float]
     outputs: Any = None  # reference outputs (logits / embeddings) for fidelity of later steps
+    served: list[list[int]] | None = None  # serving scenario: each request's tokens, for exactness of later steps
     environment: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how the scenario measured (engine, cache layout)
 
 
 @dataclass(frozen=True)
@@ -307,11 +309,14 @@ def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[
 
 
 def greedy_decode(model: torch.nn.Module, prompt: torch.Tensor, n: int,
-                  sync: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, float]:
+                  sync: Callable[[], None] = lambda: None,
+                  stamps: list[float] | None = None) -> tuple[torch.Tensor, float]:
     """The lean decode loop serving engines run (gpt-fast's shape): prefill into a static KV cache
     sized for the whole sequence, then ``n`` greedy steps of one token each at fixed shapes (so a
     compiled model runs one graph at every length). Returns the ``n`` tokens (B, n) and the
-    milliseconds of the ``n`` steps alone; the same loop measures the baseline and every step."""
+    milliseconds of the ``n`` steps alone; the same loop measures the baseline and every step.
+    With ``stamps`` (the serving scenario) it appends when each token became available and skips
+    the last step, whose token nobody asked for."""
     from transformers import StaticCache
 
     b, t = prompt.shape
@@ -324,6 +329,11 @@ def greedy_decode(model: torch.nn.Module, prompt: torch.Tensor, n: int,
     t0 = time.perf_counter()
     for i in range(n):
         tokens.append(tok)
+        if stamps is not None:
+            sync()
+            stamps.append(time.perf_counter())
+            if i == n - 1:
+                break
         out = model(input_ids=tok, cache=cache, cache_position=positions[t + i : t + i + 1], use_cache=True)
         tok = out.logits[:, -1:].argmax(-1)
     sync()

@@ -9,6 +9,7 @@ from db import queries
 from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
+from ui.charts import serving_figure, serving_rows
 from ui.format import STATUS_ICON, duration, fmt_value, md_escape, metric_rows
 from ui.diagnostics import step_diagnostics
 from ui.outcome import outcome_banner
@@ -55,6 +56,12 @@ def show() -> None:
     if summary["baseline"]:
         st.subheader("Metrics against the baseline (measured)")
         st.dataframe(pd.DataFrame(metric_rows(summary)), hide_index=True)
+    if summary.get("scenario") == "serving" and serving_rows(summary):
+        st.subheader("Serving the trace (measured)")
+        st.caption("Each stage serves the same seeded trace; latency counts from each request's arrival, queueing "
+                   "included; exact = requests whose tokens equal the one-at-a-time baseline's.")
+        st.dataframe(pd.DataFrame(serving_rows(summary)), hide_index=True)
+        st.plotly_chart(serving_figure(summary), key="serving-chart")
     st.subheader("Steps")
     for i, step in enumerate(steps, 1):
         verdict = step.get("verdict") or {}

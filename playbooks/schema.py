@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from playbooks.errors import PlaybookError
 from playbooks.yaml_limits import safe_yaml
+from optimizers.scenarios.trace import TraceConfig
 
 LIBRARY_DIR = Path(__file__).parent / "library"
 
@@ -81,6 +82,8 @@ class Playbook(BaseModel):
     scenario: Literal["inference", "serving", "training"] | None = Field(
         None, description="the protocol the run is judged in; default from when.goal (serve → serving for a causal LM, "
                           "pretrain/finetune → training, else inference)")
+    trace: TraceConfig | None = Field(None, description="the serving scenario's request trace (seeded); default: "
+                                                         "16 requests, all at once, 16 admitted at a time")
     steps: list[Step] = Field(min_length=1, max_length=64)
     expect: list[Gate] = Field(default_factory=list, max_length=64)
 

@@ -82,3 +82,47 @@ def waterfall(deltas: list[dict[str, Any]], metric: str, unit: str = "") -> go.F
     fig = go.Figure(go.Waterfall(x=labels, y=ys, measure=measures))
     fig.update_layout(title=f"{metric} per step (measured{', ' + unit if unit else ''})", height=360, margin={"t": 50, "b": 40})
     return fig
+
+
+SERVING_COLUMNS = (("throughput_tokens_per_s", "output tok/s"), ("ttft_ms_p50", "TTFT p50 ms"),
+                   ("ttft_ms_p95", "TTFT p95 ms"), ("tpot_ms_p50", "TPOT p50 ms"), ("tpot_ms_p95", "TPOT p95 ms"),
+                   ("e2e_ms_p95", "e2e p95 ms"), ("kv_cache_used_fraction", "KV used / reserved"),
+                   ("output_exact_fraction", "exact outputs"))
+
+
+def serving_stages(summary: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """(label, metrics) for the baseline and each measured step of a serving run, in order."""
+    out = [("baseline (one at a time)", summary.get("baseline") or {})]
+    for i, step in enumerate(summary.get("steps") or [], 1):
+        if step.get("metrics") and "throughput_tokens_per_s" in step["metrics"]:
+            out.append((f"{i}. {step['technique']}", step["metrics"]))
+    return [(label, m) for label, m in out if "throughput_tokens_per_s" in m]
+
+
+def serving_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Run page's serving table: one row per stage, the scenario's headline figures."""
+    rows = []
+    for label, m in serving_stages(summary):
+        row: dict[str, Any] = {"stage": label}
+        for key, name in SERVING_COLUMNS:
+            v = m.get(key)
+            row[name] = None if v is None else (round(v * 100, 1) if key.endswith("fraction") else round(v, 1))
+        rows.append(row)
+    return rows
+
+
+def serving_figure(summary: dict[str, Any]) -> go.Figure:
+    """Throughput (bars, left axis) and TTFT / TPOT percentiles (markers, right axis) per stage."""
+    stages = serving_stages(summary)
+    labels = [label for label, _ in stages]
+    fig = go.Figure()
+    fig.add_bar(x=labels, y=[m["throughput_tokens_per_s"] for _, m in stages], name="output tok/s", yaxis="y")
+    for key, name, dash in (("ttft_ms_p50", "TTFT p50", "solid"), ("ttft_ms_p95", "TTFT p95", "dot"),
+                            ("tpot_ms_p50", "TPOT p50", "solid"), ("tpot_ms_p95", "TPOT p95", "dot")):
+        fig.add_scatter(x=labels, y=[m.get(key) for _, m in stages], name=f"{name} ms", yaxis="y2",
+                        mode="lines+markers", line={"dash": dash})
+    fig.update_layout(title="Serving the trace (measured): throughput and latency percentiles per step",
+                      yaxis={"title": "output tokens/s"},
+                      yaxis2={"title": "ms (log)", "overlaying": "y", "side": "right", "type": "log"},
+                      height=420, margin={"t": 50, "b": 40}, legend={"orientation": "h"})
+    return fig

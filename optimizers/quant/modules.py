@@ -208,6 +208,18 @@ class QuantLinearInt4(QuantLinearBase):
         return super().extra_repr() + f", bits={self.bits}, group_size={self.group_size}"
 
 
+def cpu_int4_path_note(model: torch.nn.Module, device: str) -> list[str]:
+    """Why an int4 step on a fp32 CPU model decodes slowly: the packed kernel
+    (``_weight_int4pack_mm_for_cpu``) takes bf16/fp16 activations, so fp32 activations take the
+    exact dequantizing path (every weight expanded per call). Empty when the packed path applies."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if device.startswith("cuda") or dtype in CPU_PACKED_DTYPES or dtype is None:
+        return []
+    return [f"the model computes in {str(dtype).removeprefix('torch.')}: on CPU the packed int4 kernel takes bf16/fp16 "
+            "activations, so these layers run the exact dequantizing path (slower than the baseline); put "
+            "half_precision (bf16) before this step, or run with --baseline-dtype bf16, for the packed kernel"]
+
+
 def quant_params(wg: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Min/max quantizer of GPTQ's reference code on groups ``wg`` (..., g): (scale, zero) (...).
 

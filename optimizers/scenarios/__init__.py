@@ -1,12 +1,12 @@
 """Scenarios: the protocol a run is measured under, each with its own metric vocabulary and the
 settings steps it understands (DESIGN.md "Scenarios"). ``inference`` is the harness in
-``optimizers.measure``; ``serving`` (a seeded request trace under continuous batching) and
-``training`` (K steps of a recipe) are declared here with their metrics so playbooks, gates and
-the UI speak of them now, and are refused with the reason until their protocols are built."""
+``optimizers.measure``; ``serving`` serves a seeded request trace (``serving.py``, the trace in
+``trace.py``); ``training`` (K steps of a recipe) is declared with its metrics so playbooks,
+gates and the UI speak of it now, and is refused with the reason until its protocol is built."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Literal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal
 
 ScenarioName = Literal["inference", "serving", "training"]
 StepKind = Literal["transform", "runtime", "recipe"]  # model transform | runtime setting | training-recipe setting
@@ -20,6 +20,8 @@ class Scenario:
     settings: frozenset[str]  # runtime / recipe steps (technique names) it knows how to apply
     built: bool
     not_built: str = ""  # why it cannot run yet, and what to do meanwhile
+    # settings it recognises but does not apply yet: the step is skipped with this reason, the rest runs
+    not_applied: dict[str, str] = field(default_factory=dict)
 
 
 INFERENCE_METRICS = (
@@ -30,9 +32,13 @@ INFERENCE_METRICS = (
     "decode_bandwidth_gb_per_s", "decode_bandwidth_fraction",
 )
 SERVING_METRICS = (
-    "throughput_tokens_per_s", "ttft_ms_p50", "ttft_ms_p95", "tpot_ms_p50", "tpot_ms_p95",
-    "kv_cache_bytes_reserved", "kv_cache_bytes_used", "output_exact_fraction", "stored_bytes",
+    "throughput_tokens_per_s", "requests_per_s", "ttft_ms_p50", "ttft_ms_p95", "tpot_ms_p50", "tpot_ms_p95",
+    "e2e_ms_p50", "e2e_ms_p95", "kv_cache_bytes_reserved", "kv_cache_bytes_used", "kv_cache_used_fraction",
+    "output_exact_fraction", "output_prefix_agreement", "stored_bytes", "bits_per_param", "stored_bytes_vs_16bit",
+    "perplexity", "kl_divergence", "top1_agreement", "output_rel_error",
 )
+SERVING_SETTINGS = frozenset({"continuous_batching", "paged_kv_cache", "chunked_prefill", "prefix_caching",
+                              "static_batching"})
 TRAINING_METRICS = (
     "train_step_ms", "train_tokens_per_s", "train_peak_memory_bytes", "train_memory_params_bytes",
     "train_memory_grads_bytes", "train_memory_optimizer_bytes", "train_memory_activations_bytes", "train_loss",
@@ -43,10 +49,14 @@ SCENARIOS: dict[str, Scenario] = {
     "inference": Scenario("inference", "single-request inference: bytes, quality, prefill/decode, peak memory, fidelity",
                           INFERENCE_METRICS, frozenset({"torch_compile", "speculative_decoding"}), built=True),
     "serving": Scenario("serving", "a seeded request trace under load: throughput, TTFT/TPOT percentiles, KV-cache bytes",
-                        SERVING_METRICS, frozenset(), built=False,
-                        not_built="the serving scenario (a seeded request trace under continuous batching) is not built "
-                                  "yet; run with scenario inference to measure this playbook's model transforms one "
-                                  "request at a time"),
+                        SERVING_METRICS, SERVING_SETTINGS, built=True,
+                        not_applied={
+                            "speculative_decoding": "speculative decoding is measured at batch 1 in the inference "
+                                                    "scenario; batched verification under load is not built into the "
+                                                    "serving engines yet (speedbook run <playbook> --scenario inference)",
+                            "torch_compile": "the serving engines run the model eagerly; compiled serving "
+                                             "(ContinuousBatchingConfig compile levels) is not measured yet",
+                        }),
     "training": Scenario("training", "K steps of a training recipe: step time, tokens/s, memory by kind, loss",
                          TRAINING_METRICS, frozenset(), built=False,
                          not_built="the training scenario (K measured steps of a recipe) is not built yet, so no "
@@ -69,3 +79,21 @@ def scenario(name: str) -> Scenario:
     if name not in SCENARIOS:
         raise ValueError(f"scenario={name!r} is not valid; choose one of {', '.join(SCENARIOS)}")
     return SCENARIOS[name]
+
+
+Measurer = Callable[..., Any]
+
+
+def measurer(name: str, trace: Any = None) -> Measurer:
+    """The scenario's measurement: ``fn(workload, reference=None, runtime={...}) -> Measurement``."""
+    if name == "serving":
+        from functools import partial
+
+        from optimizers.scenarios.serving import measure_serving
+
+        return partial(measure_serving, trace=trace)
+    if name == "inference":
+        from optimizers.measure import measure
+
+        return measure
+    raise ValueError(f"the {name} scenario has no measurement yet")

@@ -8,7 +8,7 @@ from optimizers.base import StepRecord, Technique, layer_error_figures
 from optimizers.quant.awq import awq_model
 from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import GroupConfig, RuntimePeerConfig, check_bits_field
-from optimizers.quant.modules import check_group_size
+from optimizers.quant.modules import check_group_size, cpu_int4_path_note
 from optimizers.registry import register
 from optimizers.runtimes import llama_cpp
 
@@ -46,7 +46,7 @@ class Awq(Technique):
         report = awq_model(model, list(linears), workload.calibration, config.bits, group,
                            config.grid, config.symmetric, config.scale_unfoldable)
         alphas = {n: r["alpha"] for n, r in report.items()}
-        notes: list[str] = []
+        notes: list[str] = cpu_int4_path_note(workload.model, workload.device) if config.bits == 4 else []
         peers = llama_cpp.peers_for(workload, "int4", notes) if config.compare_llama_cpp and config.bits == 4 else {}
         return StepRecord(workload.with_model(model), diagnostics=layer_error_figures("awq_alpha", alphas) | {"group_size": float(group)},
                           details={"awq_alpha": alphas, "awq_report": report}, peers=peers, notes=notes)

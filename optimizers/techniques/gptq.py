@@ -8,7 +8,7 @@ from optimizers.base import StepRecord, Technique, layer_error_figures
 from optimizers.quant.calibrate import calibrated_copy
 from optimizers.quant.config import GroupConfig, RuntimePeerConfig, check_bits_field
 from optimizers.quant.gptq import gptq_model
-from optimizers.quant.modules import check_group_size
+from optimizers.quant.modules import check_group_size, cpu_int4_path_note
 from optimizers.registry import register
 from optimizers.runtimes import llama_cpp
 
@@ -46,7 +46,7 @@ class Gptq(Technique):
         group = check_group_size(linears, config.group_size)
         errors = gptq_model(model, list(linears), workload.calibration, config.bits, group,
                             config.act_order, config.damp, config.symmetric, config.block_size)
-        notes: list[str] = []
+        notes: list[str] = cpu_int4_path_note(workload.model, workload.device) if config.bits == 4 else []
         peers = llama_cpp.peers_for(workload, "int4", notes) if config.compare_llama_cpp and config.bits == 4 else {}
         return StepRecord(workload.with_model(model), diagnostics=layer_error_figures("gptq_layer_error", errors) | {"group_size": float(group)},
                           details={"gptq_layer_error": errors}, peers=peers, notes=notes)

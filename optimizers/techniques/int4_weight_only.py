@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from optimizers.base import StepRecord, Technique
 from optimizers.quant.config import GroupConfig, RuntimePeerConfig
-from optimizers.quant.modules import (QuantLinearInt4, check_group_size, copy_model, default_predicate,
+from optimizers.quant.modules import (QuantLinearInt4, check_group_size, copy_model, cpu_int4_path_note, default_predicate,
                                       replace_linears, require_linears)
 from optimizers.registry import register
 from optimizers.runtimes import llama_cpp
@@ -28,7 +28,7 @@ class Int4WeightOnly(Technique):
         pred = default_predicate(model, config.include_lm_head)
         group = check_group_size(require_linears(model, pred), config.group_size)
         swapped = replace_linears(model, pred, lambda n, lin: QuantLinearInt4.from_linear(lin, group, config.symmetric))
-        notes: list[str] = []
+        notes: list[str] = cpu_int4_path_note(workload.model, workload.device)
         peers = llama_cpp.peers_for(workload, "int4", notes) if config.compare_llama_cpp else {}
         return StepRecord(workload.with_model(model), diagnostics={"layers_quantized": float(len(swapped)), "group_size": float(group)},
                           peers=peers, notes=notes)

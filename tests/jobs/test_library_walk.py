@@ -35,11 +35,10 @@ def test_training_playbooks_are_never_judged_on_inference_by_default():
                 submit.validate_request(pb, "ref-lm", "cpu")
 
 
-def test_serving_playbook_on_a_causal_lm_needs_serving_or_an_explicit_inference_run():
+def test_serving_playbook_on_a_causal_lm_is_judged_serving_unless_inference_is_asked_for():
     pb = library()["int8-dynamic"]
     assert workload_task("tiny-llama") == "causal_lm"
-    with pytest.raises(PlaybookError, match="serving scenario"):
-        submit.validate_request(pb, "tiny-llama", "cpu")
+    assert submit.validate_request(pb, "tiny-llama", "cpu").scenario == "serving"
     assert submit.validate_request(pb, "tiny-llama", "cpu", scenario="inference").scenario == "inference"
     assert submit.validate_request(pb, "minilm", "cpu").scenario == "inference"  # not a causal LM: inference
 
@@ -48,6 +47,13 @@ def test_gates_and_settings_outside_the_scenario_are_refused():
     with pytest.raises(PlaybookError, match=r"expect\[0\].metric='train_loss' is not measured in the inference"):
         submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}],
                                  "expect": [{"metric": "train_loss", "max": 3}]}, "tiny-llama", "cpu")
+    with pytest.raises(PlaybookError, match=r"steps\[0\] \(continuous_batching\) is a runtime setting the inference "
+                                            "scenario does not apply"):
+        submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "continuous_batching"}]},
+                                "tiny-llama", "cpu", scenario="inference")
+    with pytest.raises(PlaybookError, match="trace: describes the serving scenario's requests"):
+        submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}],
+                                 "trace": {"requests": 4}}, "minilm", "cpu")
     with pytest.raises(PlaybookError, match="scenario=.warp. is not valid"):
         submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}]}, "tiny-llama",
                                 "cpu", scenario="warp")

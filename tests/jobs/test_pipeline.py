@@ -76,9 +76,9 @@ def test_advice_only_and_needs_gpu_steps_are_skipped_with_reason(migrated_sqlite
     from optimizers import registry
     from playbooks import catalog
 
-    monkeypatch.setattr(catalog, "has_entry", lambda e: e == "paged_kv_cache")
+    monkeypatch.setattr(catalog, "has_entry", lambda e: e == "kv_cache_eviction")
     monkeypatch.setattr(catalog, "get_entry", lambda e: SimpleNamespace(id=e, name=e, reason="needs vLLM"))
-    pb = submit.validate_request({**PB, "steps": [{"technique": "paged_kv_cache"}] + PB["steps"]}, "tiny-llama", "cpu")
+    pb = submit.validate_request({**PB, "steps": [{"technique": "kv_cache_eviction"}] + PB["steps"]}, "tiny-llama", "cpu")
     run_id = submit.create_run(pb, "tiny-llama", "cpu")
     assert pipeline.execute_run(run_id) == "succeeded"
     with session_scope() as s:

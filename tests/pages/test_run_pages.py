@@ -72,6 +72,24 @@ def test_run_page_shows_metrics_against_baseline(page):
     assert any("×0.4" in v for v in df["1. int8_dynamic ×"])  # stored bytes ratio, observed ×0.467
 
 
+SERVING_PB = {"name": "serving-page", "title": "Serving page", "when": {"goal": ["serve"]},
+              "trace": {"requests": 3, "max_concurrency": 3, "prompt_tokens": [16, 24], "output_tokens": [2, 4]},
+              "steps": [{"technique": "continuous_batching"}]}
+
+
+def test_run_page_shows_the_serving_table_and_chart(page):
+    pb = submit.validate_request(SERVING_PB, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
+    assert pipeline.execute_run(run_id) == "succeeded"
+    at = page("run.py", query={"run": str(run_id)})
+    assert not at.exception
+    assert any(h.value == "Serving the trace (measured)" for h in at.subheader)
+    table = next(d.value for d in at.dataframe if "stage" in d.value.columns)
+    assert list(table["stage"]) == ["baseline (one at a time)", "1. continuous_batching"]
+    assert list(table["exact outputs"]) == [100.0, 100.0]
+    assert all(v > 0 for v in table["output tok/s"])
+
+
 def test_run_page_empty_and_missing_states(page):
     at = page("run.py")
     assert not at.exception and "Pick a run" in at.info[0].value

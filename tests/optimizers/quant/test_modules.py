@@ -146,3 +146,12 @@ def test_unset_group_size_picks_the_largest_that_divides_every_layer():
         check_group_size({"q": lin(576)}, 128)
     with pytest.raises(ValueError, match="group_size=32 must divide"):
         check_group_size({"a": lin(100)}, None)
+
+
+def test_int4_steps_say_when_fp32_activations_miss_the_packed_cpu_kernel():
+    from optimizers.quant.modules import cpu_int4_path_note
+
+    lin = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    assert "dequantizing path" in cpu_int4_path_note(lin, "cpu")[0]
+    assert cpu_int4_path_note(lin.to(torch.bfloat16), "cpu") == []
+    assert cpu_int4_path_note(lin, "cuda") == []
