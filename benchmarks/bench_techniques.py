@@ -99,7 +99,9 @@ def _notes(summary: dict[str, Any]) -> str:
             notes.append(f"GPTQ mean layer error {d['gptq_layer_error_mean']:.3g}")
         if "greedy_match" in m:
             notes.append(f"greedy output identical: {'yes' if m['greedy_match'] == 1.0 else 'no'}, "
-                         f"{m.get('tokens_per_target_forward', 0):.2f} tokens per target pass")
+                         f"α {m.get('spec_acceptance_rate', 0):.2f}, {m.get('spec_mean_accepted_length', 0):.2f} tokens "
+                         f"per round, ×{m.get('spec_speedup', 0):.2f} measured vs ×"
+                         f"{m.get('spec_speedup_analytical', 0):.2f} analytical")
         if step.get("check", {}).get("export_max_abs_weight_diff") is not None:
             notes.append(f"export reloads, max |Δw| {step['check']['export_max_abs_weight_diff']:.1g}")
         for variant, values in (step.get("peers") or {}).items():

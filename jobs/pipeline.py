@@ -262,7 +262,7 @@ def preflight(pb: Playbook, workload) -> None:
 
 def run_settings(pb: Playbook) -> dict[str, Any]:
     """Settings the whole run needs from its baseline on, so every ratio compares like with like
-    (a playbook with a speculative step decodes through generate() in the baseline too)."""
+    (none of the built-in techniques needs one today: every decode loop is the lean one)."""
     from optimizers import registry
 
     out: dict[str, Any] = {}

@@ -241,6 +241,38 @@ def _lm_quality(wl: Workload, reference: Measurement | None) -> tuple[dict[str, 
     return out, logits
 
 
+NOT_THROUGH_CACHE = ("kl_divergence", "top1_agreement", "output_rel_error", "answer_accuracy")  # full-window / generate()
+
+
+@torch.inference_mode()
+def _lm_kv_cache(wl: Workload, setting: dict[str, Any] | None) -> dict[str, float]:
+    """KV-cache bytes for one evaluation window: the plain cache's (filled by one forward), or,
+    under a ``kv_cache`` setting, the peak the quantized / sink cache held while every window was
+    fed 32 tokens at a time through it — and then perplexity is that chunked one, so the cache's
+    quality cost shows (chunked through a plain cache it equals the one-pass figure within 1e-4).
+    Also the bytes against a 16-bit cache of the same tokens."""
+    from transformers import DynamicCache
+
+    from optimizers.decoding.kv_cache import cache_bytes, cache_factory, cache_stats
+    from optimizers.scenarios.serving import kv_bytes_per_token
+
+    ev: LMEval = wl.eval  # type: ignore[assignment]
+    windows = _lm_windows(ev).to(wl.device)
+    elements_16bit = kv_bytes_per_token(wl.model) // _dtype_size(wl.model) * 2 * windows.shape[1]
+    if not setting:
+        cache = DynamicCache(config=wl.model.config)
+        wl.model(input_ids=windows[:1], cache=cache, use_cache=True)
+        nbytes = float(cache_bytes(cache))
+        return {"kv_cache_bytes": nbytes, "kv_cache_bytes_vs_16bit": nbytes / elements_16bit}
+    stats = cache_stats(wl.model, windows, cache_factory(wl.model, setting), chunk=32)
+    nbytes = float(stats["peak_cache_bytes_per_sequence"])
+    return {"perplexity": stats["perplexity"], "kv_cache_bytes": nbytes, "kv_cache_bytes_vs_16bit": nbytes / elements_16bit}
+
+
+def _dtype_size(model: torch.nn.Module) -> int:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32).itemsize
+
+
 def answer_matches(text: str, accepted: list[str]) -> bool:
     """Whether ``text`` contains one of ``accepted`` as a whole word, ignoring case."""
     import re
@@ -284,10 +316,17 @@ def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[
     def prefill() -> Any:
         return model(input_ids=prompt, use_cache=False).logits
 
+    kv = runtime.get("kv_cache")
+    fresh = None
+    if kv:
+        from optimizers.decoding.kv_cache import cache_factory
+
+        fresh = cache_factory(model, kv)
+
     def decode_ms() -> float:
         """Prefill into a static KV cache (untimed), then time only the greedy token-by-token loop."""
         sync()
-        return greedy_decode(model, prompt, ev.decode_tokens, sync=sync)[1]
+        return greedy_decode(model, prompt, ev.decode_tokens, sync=sync, cache=fresh() if fresh else None)[1]
 
     sync = torch.cuda.synchronize if wl.device.startswith("cuda") else (lambda: None)
     pre_ms, spread = median_and_spread(time_call(prefill, s, wl.device))
@@ -303,24 +342,25 @@ def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[
         "decode_tokens_per_s": ev.batch_size * ev.decode_tokens / (dec_ms / 1e3),
     }
     out |= decode_bandwidth(stored_bytes(model), out["decode_tokens_per_s"] / ev.batch_size, wl.device)
-    if runtime.get("decode_loop") == "generate":  # the run compares generate() with generate()
-        out |= _generate_speed(wl, prompt, max(3, s.repeats // 2), runtime.get("decoding") or {})
+    if runtime.get("speculative"):  # the draft-and-verify loop, against the lean loop timed just above
+        out |= _speculative_speed(wl, prompt, len(dec_times), runtime["speculative"], dec_ms, sync)
     return out, prefill
 
 
 def greedy_decode(model: torch.nn.Module, prompt: torch.Tensor, n: int,
                   sync: Callable[[], None] = lambda: None,
-                  stamps: list[float] | None = None) -> tuple[torch.Tensor, float]:
+                  stamps: list[float] | None = None, cache: Any = None) -> tuple[torch.Tensor, float]:
     """The lean decode loop serving engines run (gpt-fast's shape): prefill into a static KV cache
     sized for the whole sequence, then ``n`` greedy steps of one token each at fixed shapes (so a
     compiled model runs one graph at every length). Returns the ``n`` tokens (B, n) and the
     milliseconds of the ``n`` steps alone; the same loop measures the baseline and every step.
     With ``stamps`` (the serving scenario) it appends when each token became available and skips
-    the last step, whose token nobody asked for."""
+    the last step, whose token nobody asked for; ``cache`` replaces the static cache (a quantized
+    or sink cache of a ``kv_cache`` setting, which grows)."""
     from transformers import StaticCache
 
     b, t = prompt.shape
-    cache = StaticCache(config=model.config, max_cache_len=t + n)
+    cache = cache if cache is not None else StaticCache(config=model.config, max_cache_len=t + n)
     positions = torch.arange(t + n, device=prompt.device)
     out = model(input_ids=prompt, cache=cache, cache_position=positions[:t], use_cache=True)
     tok = out.logits[:, -1:].argmax(-1)
@@ -358,55 +398,41 @@ def decode_bandwidth(weight_bytes: float, tokens_per_s: float, device: str) -> d
     return {"decode_bandwidth_gb_per_s": achieved, "copy_gb_per_s": ceiling, "decode_bandwidth_fraction": achieved / ceiling}
 
 
-class _Clock:
-    """A ``generate()`` streamer: times from the first generated chunk (prefill done) to the end."""
+def _speculative_speed(wl: Workload, prompt: torch.Tensor, repeats: int, setting: dict[str, Any], plain_ms: float,
+                       sync: Callable[[], None]) -> dict[str, float]:
+    """Decode through the lean draft-and-verify loop (``optimizers.decoding.speculative``), timed
+    like the lean greedy loop whose median (``plain_ms``) was just measured on the same prompt:
+    ``decode_tokens_per_s`` becomes the speculative rate (the plain one stays, as
+    ``decode_tokens_per_s_plain``), with α, the mean accepted length, the cost ratio c, the measured
+    speed-up and the analytical one from those, and ``greedy_match`` (1.0: identical tokens)."""
+    from optimizers.decoding.speculative import analytical_speedup, speculative_greedy
+    from optimizers.techniques.speculative_decoding import draft_source
 
-    def __init__(self) -> None:
-        self.puts, self.first_tokens, self.t_first = 0, 0, 0.0
-
-    def put(self, value: torch.Tensor) -> None:
-        self.puts += 1
-        if self.puts == 2:  # the first put is the prompt
-            self.first_tokens, self.t_first = value.numel(), time.perf_counter()
-
-    def end(self) -> None:
-        self.t_end = time.perf_counter()
-
-
-def _generate_speed(wl: Workload, prompt: torch.Tensor, repeats: int, decoding: dict[str, Any]) -> dict[str, float]:
-    """Decode tokens/s through ``generate()``, timed after the first generated chunk. A run with a
-    decoding strategy (e.g. a speculative draft) measures this way from its baseline on, so the
-    ratio compares generate() with generate(); a step with ``decoding`` kwargs also measures plain
-    greedy ``generate()`` in the same call (``decode_tokens_per_s_plain_generate``), reports
-    ``greedy_match`` (1.0 when both produced identical tokens) and ``tokens_per_target_forward``
-    (generated tokens per forward pass of the target: 1.0 without a draft)."""
     ev: LMEval = wl.eval  # type: ignore[assignment]
     if ev.batch_size != 1:
-        raise ValueError(f"decoding through generate() is measured at batch_size=1, not {ev.batch_size}")
-    n = ev.decode_tokens
-    common = dict(attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=n, min_new_tokens=n)
-    calls = [0]
-    hook = wl.model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    out: dict[str, float] = {}
-    tokens = {}
-    variants = (("", decoding), ("_plain_generate", {})) if decoding else (("", {}),)
-    try:
-        for suffix, kwargs in variants:
-            rates = []
-            for i in range(repeats + 1):  # the first is warm-up
-                clock, calls[0] = _Clock(), 0
-                tokens[suffix] = wl.model.generate(prompt, **common, **kwargs, streamer=clock)
-                if i:
-                    rates.append((n - clock.first_tokens) / max(clock.t_end - clock.t_first, 1e-9))
-            out[f"decode_tokens_per_s{suffix}"] = statistics.median(rates)
-            if not suffix:
-                out["tokens_per_target_forward"] = n / max(calls[0], 1)  # the prefill pass yields the first token
-    finally:
-        hook.remove()
-    if decoding:
-        out["greedy_match"] = float(torch.equal(tokens[""], tokens["_plain_generate"]))
-    if isinstance(decoding.get("assistant_model"), torch.nn.Module):
-        out["assistant_stored_bytes"] = float(stored_bytes(decoding["assistant_model"]))
+        raise ValueError(f"speculative decoding is measured at batch_size=1, not {ev.batch_size}")
+    n, gamma = ev.decode_tokens, setting["gamma"]
+    reference = greedy_decode(wl.model, prompt, n)[0]
+    runs = []
+    for i in range(repeats + 1):  # the first is warm-up
+        tokens, stats, ms = speculative_greedy(wl.model, prompt, n, draft_source(wl.model, setting), gamma, sync)
+        if i:
+            runs.append((ms, stats))
+    runs.sort(key=lambda r: r[0])
+    ms, stats = runs[len(runs) // 2]
+    alpha, c = stats.acceptance_rate, stats.cost_ratio
+    out = {
+        "decode_tokens_per_s": n / (ms / 1e3),
+        "decode_tokens_per_s_plain": n / (plain_ms / 1e3),
+        "spec_speedup": plain_ms / ms,
+        "spec_acceptance_rate": alpha,
+        "spec_mean_accepted_length": stats.mean_accepted_length,
+        "spec_cost_ratio": c,
+        "spec_speedup_analytical": analytical_speedup(alpha, gamma, c),
+        "greedy_match": float(torch.equal(tokens, reference)),
+    }
+    if isinstance(setting.get("draft"), torch.nn.Module):
+        out["assistant_stored_bytes"] = float(stored_bytes(setting["draft"]))
     return out
 
 
@@ -498,7 +524,7 @@ def measure(
 ) -> Measurement:
     """Measure ``workload`` with the common protocol; fidelity metrics need ``reference``
     (the baseline's Measurement). ``runtime`` holds the settings the inference scenario applies
-    (``decode_loop``: "harness" or "generate"; ``decoding``: generate() kwargs such as a draft),
+    (``speculative``: a draft-and-verify setting; ``kv_cache``: a quantized or sink KV cache),
     accumulated by the pipeline from the steps so far. Metric names follow ``optimizers.metrics``."""
     wl = workload
     runtime = runtime or {}
@@ -509,6 +535,9 @@ def measure(
     if wl.task == "causal_lm":
         q, outputs = _lm_quality(wl, reference)
         values |= q
+        values |= _lm_kv_cache(wl, runtime.get("kv_cache"))
+        if runtime.get("kv_cache"):  # KL / top-1 / answers are not computed through the cache: not reported
+            values = {k: v for k, v in values.items() if k not in NOT_THROUGH_CACHE}
         forward = None
         if speed:
             sp, forward = _lm_speed(wl, settings, runtime)

@@ -40,11 +40,18 @@ METRICS: dict[str, MetricSpec] = {
     "decode_bandwidth_gb_per_s": MetricSpec("GB/s", "higher", "decode bandwidth achieved (stored bytes × tok/s, computed)"),
     "copy_gb_per_s": MetricSpec("GB/s", "higher", "device copy bandwidth (measured ceiling)"),
     "decode_bandwidth_fraction": MetricSpec("", "higher", "decode bandwidth ÷ copy bandwidth"),
-    # measured when a run decodes through generate() (a decoding strategy such as a speculative draft)
-    "decode_tokens_per_s_plain_generate": MetricSpec("tok/s", "higher", "decode throughput, plain greedy generate()"),
+    # measured by a speculative step (draft-and-verify against the lean greedy loop, same measurement)
+    "decode_tokens_per_s_plain": MetricSpec("tok/s", "higher", "decode throughput of the lean greedy loop, same call"),
     "greedy_match": MetricSpec("", "higher", "1 when the strategy's tokens equal plain greedy decoding's"),
-    "tokens_per_target_forward": MetricSpec("tok", "higher", "generated tokens per forward pass of the target"),
+    "spec_speedup": MetricSpec("×", "higher", "speculative decode speed ÷ lean greedy, measured"),
+    "spec_speedup_analytical": MetricSpec("×", "higher", "(1 − α^(γ+1)) / ((1 − α)(γc + 1)) from the measured α, c"),
+    "spec_acceptance_rate": MetricSpec("", "higher", "α: accepted ÷ proposed draft tokens"),
+    "spec_mean_accepted_length": MetricSpec("tok", "higher", "tokens emitted per verification round"),
+    "spec_cost_ratio": MetricSpec("", "lower", "c: one draft token's time ÷ one target round's"),
+    "spec_gamma": MetricSpec("tok", "closer_to_baseline", "draft tokens proposed per round"),
     "assistant_stored_bytes": MetricSpec("B", "lower", "stored bytes of the draft model"),
+    "kv_cache_bytes": MetricSpec("B", "lower", "KV-cache bytes for one evaluation window (peak, measured)"),
+    "kv_cache_bytes_vs_16bit": MetricSpec("×", "lower", "KV-cache bytes ÷ a 16-bit cache of the same tokens"),
     # the serving scenario (a seeded request trace; latency from each request's arrival)
     "throughput_tokens_per_s": MetricSpec("tok/s", "higher", "output tokens per second over the trace's makespan"),
     "requests_per_s": MetricSpec("req/s", "higher", "requests completed per second"),

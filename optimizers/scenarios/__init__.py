@@ -29,7 +29,8 @@ INFERENCE_METRICS = (
     "latency_spread_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "perplexity", "accuracy", "answer_accuracy",
     "kl_divergence",
     "top1_agreement", "output_rel_error", "embedding_cosine", "similarity_spearman", "pair_spearman", "sqnr_db",
-    "decode_bandwidth_gb_per_s", "decode_bandwidth_fraction",
+    "decode_bandwidth_gb_per_s", "decode_bandwidth_fraction", "kv_cache_bytes", "kv_cache_bytes_vs_16bit",
+    "spec_speedup", "spec_acceptance_rate", "greedy_match",
 )
 SERVING_METRICS = (
     "throughput_tokens_per_s", "requests_per_s", "ttft_ms_p50", "ttft_ms_p95", "tpot_ms_p50", "tpot_ms_p95",
@@ -47,7 +48,8 @@ TRAINING_METRICS = (
 
 SCENARIOS: dict[str, Scenario] = {
     "inference": Scenario("inference", "single-request inference: bytes, quality, prefill/decode, peak memory, fidelity",
-                          INFERENCE_METRICS, frozenset({"torch_compile", "speculative_decoding"}), built=True),
+                          INFERENCE_METRICS, frozenset({"torch_compile", "speculative_decoding", "kv_cache_quantization",
+                                                         "attention_sinks"}), built=True),
     "serving": Scenario("serving", "a seeded request trace under load: throughput, TTFT/TPOT percentiles, KV-cache bytes",
                         SERVING_METRICS, SERVING_SETTINGS, built=True,
                         not_applied={
@@ -56,6 +58,11 @@ SCENARIOS: dict[str, Scenario] = {
                                                     "serving engines yet (speedbook run <playbook> --scenario inference)",
                             "torch_compile": "the serving engines run the model eagerly; compiled serving "
                                              "(ContinuousBatchingConfig compile levels) is not measured yet",
+                            "kv_cache_quantization": "transformers' paged cache keeps K/V in the model's dtype; the "
+                                                     "quantized cache's bytes and perplexity are measured in the "
+                                                     "inference scenario (speedbook run <playbook> --scenario inference)",
+                            "attention_sinks": "transformers' paged cache has no sink/window eviction; the sink "
+                                               "cache is measured in the inference scenario",
                         }),
     "training": Scenario("training", "K steps of a training recipe: step time, tokens/s, memory by kind, loss",
                          TRAINING_METRICS, frozenset(), built=False,

@@ -1,0 +1,1 @@
+"""Decoding-time machinery: caches and loops the scenarios run."""
