@@ -171,10 +171,8 @@ def describe_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _Heartbeat, scenario) -> _State:
     """Apply one step and measure it under the scenario with the settings so far; the next state."""
     from optimizers import registry
-    import torch
 
     from optimizers.base import Target
-    from optimizers.measure import SpeedSettings
 
     rec.step_started(index)
     if step.technique not in registry.names():
@@ -193,28 +191,45 @@ def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _
     hb.check()
     settings = {**state.settings, **record.settings}  # settings accumulate; transforms replace the workload
     if record.check_metrics is not None:  # a correctness-check step: its own figures, nothing re-measured
-        rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=None, peers={})
+        peer_metrics = _peer_metrics(record, settings, baseline, hb, scenario)
+        rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=None,
+                      peers=peer_metrics)
         return replace(state, workload=record.workload, settings=settings)
     m = scenario.measure(record.workload, reference=baseline, runtime=settings)
     record.notes.extend(m.notes)
-    peer_metrics = {}
-    for variant, peer in record.peers.items():  # same protocol, same run, same baseline
-        hb.check()
-        if isinstance(peer, torch.nn.Module):
-            peer_metrics[variant] = scenario.measure(record.workload.with_model(peer), reference=baseline,
-                                                     runtime=settings).metrics
-        elif scenario.spec.name != "inference":
-            record.notes.append(f"peer {variant} runs its own decode loop one request at a time: measured in the "
-                                "inference scenario only")
-        else:  # another runtime (llama.cpp) runs the same protocol itself; its failure is a note, not the step's
-            try:
-                peer_metrics[variant] = peer.metrics(record.workload, baseline, SpeedSettings.from_env())
-            except Exception as err:  # noqa: BLE001 - an optional peer must not fail the step
-                log.warning("peer %s failed: %s", variant, err)
-                record.notes.append(f"peer {variant} could not be measured: {type(err).__name__}: {err}")
+    peer_metrics = _peer_metrics(record, settings, baseline, hb, scenario)
     rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=m.metrics,
                   peers=peer_metrics)
     return _State(record.workload, settings, m)
+
+
+def _peer_metrics(record, settings: dict[str, Any], baseline, hb: _Heartbeat, scenario) -> dict[str, dict[str, float]]:
+    """A step's peers measured in the same run against the same baseline: a model by the scenario's
+    own measurement; another runtime by its own protocol for this scenario (llama.cpp's decode loop
+    in inference, vLLM's engine on the serving trace). An optional peer's failure is a note, never
+    the step's."""
+    import torch
+
+    from optimizers.measure import SpeedSettings
+
+    out = {}
+    for variant, peer in record.peers.items():
+        hb.check()
+        try:
+            if isinstance(peer, torch.nn.Module):
+                out[variant] = scenario.measure(record.workload.with_model(peer), reference=baseline,
+                                                runtime=settings).metrics
+            elif scenario.spec.name == "serving" and hasattr(peer, "serving_metrics"):
+                out[variant] = peer.serving_metrics(record.workload, scenario.trace, baseline.served)
+            elif scenario.spec.name == "inference" and hasattr(peer, "metrics"):
+                out[variant] = peer.metrics(record.workload, baseline, SpeedSettings.from_env())
+            else:
+                record.notes.append(f"peer {variant} has no protocol for the {scenario.spec.name} scenario: "
+                                    f"not measured here")
+        except Exception as err:  # noqa: BLE001 - an optional peer must not fail the step
+            log.warning("peer %s failed: %s", variant, err)
+            record.notes.append(f"peer {variant} could not be measured: {type(err).__name__}: {err}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -223,13 +238,14 @@ class _Scenario:
 
     spec: Any
     measure: Any
+    trace: Any = None
 
     @classmethod
     def of(cls, pb: Playbook) -> "_Scenario":
         from optimizers.scenarios import measurer, scenario
 
         name = pb.scenario or "inference"
-        return cls(scenario(name), measurer(name, pb.trace))
+        return cls(scenario(name), measurer(name, pb.trace), pb.trace)
 
 
 def preflight(pb: Playbook, workload) -> None:

@@ -80,8 +80,9 @@ def show() -> None:
         if step.get("peers"):
             st.subheader(f"Step {i} ({step['technique']}) against a peer implementation (same run, same baseline)")
             rows = []
-            for name in sorted(step["metrics"]):
-                row = {"metric": name, "ours": fmt_value(name, step["metrics"][name])}
+            names = set(step["metrics"] or {}).union(*(set(v) for v in step["peers"].values()))
+            for name in sorted(names):
+                row = {"metric": name, "ours": fmt_value(name, (step["metrics"] or {}).get(name))}
                 for variant, values in step["peers"].items():
                     row[variant] = fmt_value(name, values.get(name))
                 rows.append(row)

@@ -87,12 +87,14 @@ class DraftSource(Protocol):
 
 
 def speculative_greedy(target: torch.nn.Module, prompt: torch.Tensor, n: int, draft: DraftSource, gamma: int = 4,
-                       sync: Callable[[], None] = lambda: None) -> tuple[torch.Tensor, SpecStats, float]:
+                       sync: Callable[[], None] = lambda: None,
+                       stamps: list[float] | None = None) -> tuple[torch.Tensor, SpecStats, float]:
     """``n`` greedy tokens of ``target`` after ``prompt`` (1, T), equal to ``greedy_decode``'s, via
     draft-and-verify. Returns the tokens (1, n), the acceptance accounting and the milliseconds of
     everything after the target's prefill (the draft's reset included). The first token comes from
     the prefill, so ``n - 1`` tokens are left to the rounds; a round proposes at most
-    ``min(gamma, left - 1)`` so it never emits past ``n``."""
+    ``min(gamma, left - 1)`` so it never emits past ``n``. With ``stamps`` (the serving scenario)
+    it appends when each token became available: the tokens of one round share its time."""
     if gamma < 1:
         raise ValueError(f"gamma={gamma} is draft tokens per round; it must be >= 1 (4 is typical)")
     if n < 1:
@@ -101,10 +103,10 @@ def speculative_greedy(target: torch.nn.Module, prompt: torch.Tensor, n: int, dr
         raise ValueError(f"prompt has shape {tuple(prompt.shape)}; pass one sequence of token ids as (1, T), "
                          "e.g. ids.unsqueeze(0)")
     with torch.inference_mode():
-        return _speculative_greedy(target, prompt, n, draft, gamma, sync)
+        return _speculative_greedy(target, prompt, n, draft, gamma, sync, stamps)
 
 
-def _speculative_greedy(target, prompt, n, draft, gamma, sync):
+def _speculative_greedy(target, prompt, n, draft, gamma, sync, stamps):
     from transformers import DynamicCache
 
     cache = DynamicCache(config=target.config)  # invariant: holds every context token but the last
@@ -113,6 +115,8 @@ def _speculative_greedy(target, prompt, n, draft, gamma, sync):
     t, stats = prompt.shape[1], SpecStats()
     sync()
     t0 = time.perf_counter()
+    if stamps is not None:
+        stamps.append(t0)
     draft.reset(context[:t])
     while len(context) - t < n:
         k = min(gamma, n - (len(context) - t) - 1)
@@ -138,6 +142,8 @@ def _speculative_greedy(target, prompt, n, draft, gamma, sync):
         stats.accepted_per_round.append(a)
         stats.target_ms += (t3 - t2) * 1e3
         stats.draft_ms += (t2 - t1 + t4 - t3) * 1e3
+        if stamps is not None:
+            stamps.extend([t3] * (a + 1))
     sync()
     decode_ms = (time.perf_counter() - t0) * 1e3
     return torch.tensor([context[t:]], device=prompt.device), stats, decode_ms

@@ -39,7 +39,7 @@ SERVING_METRICS = (
     "perplexity", "kl_divergence", "top1_agreement", "output_rel_error",
 )
 SERVING_SETTINGS = frozenset({"continuous_batching", "paged_kv_cache", "chunked_prefill", "prefix_caching",
-                              "static_batching"})
+                              "static_batching", "speculative_decoding"})
 TRAINING_METRICS = (
     "train_step_ms", "train_tokens_per_s", "train_peak_memory_bytes", "train_memory_params_bytes",
     "train_memory_grads_bytes", "train_memory_optimizer_bytes", "train_memory_activations_bytes", "train_loss",
@@ -48,16 +48,15 @@ TRAINING_METRICS = (
 
 SCENARIOS: dict[str, Scenario] = {
     "inference": Scenario("inference", "single-request inference: bytes, quality, prefill/decode, peak memory, fidelity",
-                          INFERENCE_METRICS, frozenset({"torch_compile", "speculative_decoding", "kv_cache_quantization",
-                                                         "attention_sinks"}), built=True),
+                          INFERENCE_METRICS, frozenset({"torch_compile", "cuda_graphs", "speculative_decoding",
+                                                         "kv_cache_quantization", "attention_sinks"}), built=True),
     "serving": Scenario("serving", "a seeded request trace under load: throughput, TTFT/TPOT percentiles, KV-cache bytes",
                         SERVING_METRICS, SERVING_SETTINGS, built=True,
                         not_applied={
-                            "speculative_decoding": "speculative decoding is measured at batch 1 in the inference "
-                                                    "scenario; batched verification under load is not built into the "
-                                                    "serving engines yet (speedbook run <playbook> --scenario inference)",
                             "torch_compile": "the serving engines run the model eagerly; compiled serving "
                                              "(ContinuousBatchingConfig compile levels) is not measured yet",
+                            "cuda_graphs": "the serving engines run the model eagerly; CUDA-graph capture in "
+                                           "continuous batching (use_cuda_graph) is not measured yet",
                             "kv_cache_quantization": "transformers' paged cache keeps K/V in the model's dtype; the "
                                                      "quantized cache's bytes and perplexity are measured in the "
                                                      "inference scenario (speedbook run <playbook> --scenario inference)",

@@ -138,9 +138,20 @@ def _wait_until(t: float) -> None:
 
 
 @torch.inference_mode()
-def serve_sequential(model: torch.nn.Module, trace: list[Request], sync: Callable[[], None]) -> ServingResult:
-    """The baseline: one request at a time through the lean greedy loop (static KV cache)."""
+def serve_sequential(model: torch.nn.Module, trace: list[Request], sync: Callable[[], None],
+                     speculative: dict[str, Any] | None = None) -> ServingResult:
+    """The baseline: one request at a time through the lean greedy loop (static KV cache); with a
+    ``speculative`` setting, through the lean draft-and-verify loop instead (same tokens)."""
     from optimizers.measure import greedy_decode
+
+    def decode(prompt: torch.Tensor, n: int, stamps: list[float]) -> torch.Tensor:
+        if speculative is None:
+            return greedy_decode(model, prompt, n, sync=sync, stamps=stamps)[0]
+        from optimizers.decoding.speculative import speculative_greedy
+        from optimizers.techniques.speculative_decoding import draft_source
+
+        draft = draft_source(model, speculative)
+        return speculative_greedy(model, prompt, n, draft, speculative["gamma"], sync, stamps)[0]
 
     served: dict[int, Served] = {}
     bpt = kv_bytes_per_token(model)
@@ -149,13 +160,16 @@ def serve_sequential(model: torch.nn.Module, trace: list[Request], sync: Callabl
     for req in sorted(trace, key=lambda r: (r.arrival_s, r.index)):
         _wait_until(t0 + req.arrival_s)
         stamps: list[float] = []
-        tokens, _ = greedy_decode(model, torch.tensor([req.prompt]), req.output_tokens, sync=sync, stamps=stamps)
+        tokens = decode(torch.tensor([req.prompt]), req.output_tokens, stamps)
         served[req.index] = Served(tokens[0].tolist(), t0 + req.arrival_s, stamps)
         reserved = max(reserved, (len(req.prompt) + req.output_tokens) * bpt)  # the static cache is sized exactly
     makespan = time.perf_counter() - t0
+    how = ("the lean greedy loop over a static KV cache sized to prompt + output, so every reserved byte holds a "
+           "token" if speculative is None else
+           f"speculative decoding ({speculative['source']} draft, γ = {speculative['gamma']}): batched verification is "
+           "not built, so a speculative step serves one request at a time; KV counted as the target's tokens")
     return ServingResult([served[i] for i in range(len(trace))], makespan, reserved, reserved,
-                         notes=["one request at a time: a static KV cache sized to prompt + output, so every reserved "
-                                "byte holds a token; the queue is the cost"])
+                         notes=[f"one request at a time through {how}; the queue is the cost"])
 
 
 class _StepClock:
@@ -326,8 +340,9 @@ def serve(workload: Any, trace: list[Request], cfg: TraceConfig, settings: dict[
     model = workload.model.eval()
     sync = torch.cuda.synchronize if workload.device.startswith("cuda") else (lambda: None)
     if engine == "sequential":
-        serve_sequential(model, trace[:1], sync)  # warm-up: first-call costs, untimed
-        return serve_sequential(model, trace, sync)
+        spec = settings.get("speculative")
+        serve_sequential(model, trace[:1], sync, spec)  # warm-up: first-call costs, untimed
+        return serve_sequential(model, trace, sync, spec)
     if engine == "static":
         pad = workload.tokenizer.pad_token_id if workload.tokenizer is not None else None
         pad = pad if pad is not None else 0

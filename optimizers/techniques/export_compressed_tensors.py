@@ -50,4 +50,7 @@ class ExportCompressedTensors(Technique):
             errs = check_round_trip(workload.model, reload(path))
             figures["export_max_abs_weight_diff"] = max(errs.values(), default=0.0)
             notes.append(f"reloaded with compressed-tensors: {len(errs)} quantized layers, weights round-trip exactly")
-        return StepRecord(workload, notes=notes, artifacts=[str(path)], check_metrics=figures)
+        from optimizers.runtimes import vllm
+
+        peers = vllm.peers_for(path, workload.device, notes)  # serves the serving trace from this checkpoint
+        return StepRecord(workload, notes=notes, artifacts=[str(path)], check_metrics=figures, peers=peers)

@@ -118,5 +118,6 @@ class SpeculativeDecoding(Technique):
                  "decode timed through the lean draft-and-verify loop and, in the same measurement, through the lean "
                  "greedy loop the baseline uses; speed-up, α, mean accepted length and c are measured, the analytical "
                  "speed-up computed from them"]
-        return StepRecord(workload, settings={"speculative": setting}, notes=notes,
+        # in the serving scenario: one request at a time through this loop (batched verification is not built)
+        return StepRecord(workload, settings={"speculative": setting, "batching": "sequential"}, notes=notes,
                           diagnostics={"spec_gamma": float(config.gamma)})

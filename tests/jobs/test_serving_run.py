@@ -1,6 +1,7 @@
 """A serving playbook runs end to end: the baseline serves the trace one request at a time, each
 runtime setting serves the same trace again with outputs equal to the baseline's, a setting the
-scenario does not apply yet is skipped with its reason, and the gates read serving metrics."""
+scenario does not apply yet is skipped with its reason, and a speculative step serves one request at
+a time through the draft-and-verify loop, and the gates read serving metrics."""
 from __future__ import annotations
 
 from db import queries
@@ -14,7 +15,8 @@ PB = {
     "steps": [{"technique": "static_batching"}, {"technique": "continuous_batching"},
               {"technique": "paged_kv_cache", "params": {"page_size": 8}}, {"technique": "prefix_caching"},
               {"technique": "chunked_prefill", "params": {"max_batch_tokens": 16}},
-              {"technique": "speculative_decoding"}],
+              {"technique": "speculative_decoding", "params": {"source": "prompt_lookup", "gamma": 3}},
+              {"technique": "torch_compile"}],
     "expect": [{"metric": "output_exact_fraction", "min": 1.0}, {"metric": "perplexity", "max_ratio": 1.001}],
 }
 
@@ -41,6 +43,9 @@ def test_serving_playbook_runs_every_setting_on_the_same_trace(migrated_sqlite):
     assert steps["static_batching"]["metrics"]["kv_cache_used_fraction"] < 1.0  # the padded rectangle
     assert "kv_cache_pool_bytes" in steps["continuous_batching"]["metrics"]
     assert any("page 8 tokens" in n for n in steps["paged_kv_cache"]["notes"])
-    assert steps["speculative_decoding"]["status"] == "skipped"
-    assert "batched verification" in steps["speculative_decoding"]["verdict"]["reason"]
+    spec = steps["speculative_decoding"]
+    assert spec["status"] == "succeeded" and spec["metrics"]["output_exact_fraction"] == 1.0
+    assert any("one request at a time" in n for n in spec["notes"])  # no batched verification: sequential
+    assert steps["torch_compile"]["status"] == "skipped"
+    assert "eagerly" in steps["torch_compile"]["verdict"]["reason"]
     assert [g["ok"] for g in summary["gates"]] == [True, True]

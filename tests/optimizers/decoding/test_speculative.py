@@ -169,6 +169,16 @@ def test_a_draft_right_for_two_tokens_then_wrong(tiny_case):
     assert stats.mean_accepted_length == pytest.approx(11 / 4)
 
 
+def test_stamps_mark_each_token_and_a_round_shares_its_time(tiny_case):
+    target, prompt, ref, seq, never = tiny_case
+    stamps: list[float] = []
+    out, stats, _ = speculative_greedy(target, prompt, N, _Stub(seq, 2, never), 4, stamps=stamps)
+    assert torch.equal(out, ref) and len(stamps) == N and stamps == sorted(stamps)
+    # the prefill's token, then rounds emitting accepted + 1 tokens at one time each: 3, 3, 3, 2
+    assert [len(set(stamps[1 + sum(a + 1 for a in stats.accepted_per_round[:i]):][: a + 1]))
+            for i, a in enumerate(stats.accepted_per_round)] == [1, 1, 1, 1]
+
+
 def test_a_draft_with_nothing_to_say_is_plain_greedy(tiny_case):
     target, prompt, ref, seq, _ = tiny_case
 
