@@ -40,11 +40,13 @@ def with_scenario(pb: Playbook, workload: str, requested: str | None = None) -> 
     from optimizers.workloads import workload_task
 
     try:
-        name = requested or pb.scenario or default_scenario(pb.when.get("goal"), workload_task(workload))
+        name = requested or pb.scenario or default_scenario(pb.when.get("goal"), workload_task(workload),
+                                                            [s.technique for s in pb.steps])
         sc = scenario(name)
     except ValueError as err:
         raise PlaybookError(str(err)) from None
-    why = "asked for" if requested or pb.scenario else f"from when.goal={pb.when.get('goal')}"
+    why = ("asked for" if requested or pb.scenario else
+           f"from when.goal={pb.when.get('goal')}" if pb.when.get("goal") else "from its serving steps")
     if not sc.built:
         raise PlaybookError(f"playbook {pb.name!r} is judged in the {name} scenario ({why}), and {sc.not_built}"
                             + (" (speedbook run --scenario inference)" if name == "serving" else ""))

@@ -70,13 +70,11 @@ if pb is not None:
     from optimizers.scenarios import SCENARIOS, default_scenario
     from optimizers.workloads import workload_task
 
-    natural = pb.scenario or default_scenario(pb.when.get("goal"), workload_task(workload))
+    natural = pb.scenario or default_scenario(pb.when.get("goal"), workload_task(workload),
+                                              [s_.technique for s_ in pb.steps])
     built = [n for n, sc in SCENARIOS.items() if sc.built]
     if natural in built:
         scenario = col2.selectbox("Scenario", built, index=built.index(natural), help="the protocol the run is judged in")
-    elif natural == "serving":  # its model transforms still measure one request at a time: the user sees the choice
-        st.info(f"By its goal this playbook is judged in the serving scenario, and {SCENARIOS[natural].not_built}.")
-        scenario = col2.selectbox("Scenario", built, index=built.index("inference"), help="the protocol the run is judged in")
     else:
         st.warning(f"This playbook is judged in the {natural} scenario, and {SCENARIOS[natural].not_built}.")
         blocked = True

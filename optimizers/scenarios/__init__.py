@@ -70,13 +70,17 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def default_scenario(goals: str | Iterable[str] | None, task: str | None) -> str:
+def default_scenario(goals: str | Iterable[str] | None, task: str | None, steps: Iterable[str] = ()) -> str:
     """From a playbook's ``when.goal``: serve → serving for a causal LM, pretrain/finetune →
-    training, anything else (edge, or no goal) → inference."""
+    training; without such a goal, a causal-LM playbook with a serving-only setting among its
+    ``steps`` (continuous batching, a paged cache…) → serving; anything else → inference."""
     goals = {goals} if isinstance(goals, str) else set(goals or ())
     if goals & {"pretrain", "finetune"}:
         return "training"
-    if "serve" in goals and task in ("causal_lm", None):
+    lm = task in ("causal_lm", None)
+    if "serve" in goals and lm:
+        return "serving"
+    if lm and not goals and set(steps) & (SERVING_SETTINGS - SCENARIOS["inference"].settings):
         return "serving"
     return "inference"
 

@@ -57,3 +57,12 @@ def test_gates_and_settings_outside_the_scenario_are_refused():
     with pytest.raises(PlaybookError, match="scenario=.warp. is not valid"):
         submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}]}, "tiny-llama",
                                 "cpu", scenario="warp")
+
+
+def test_a_playbook_without_a_goal_but_with_serving_steps_is_judged_serving():
+    """The Guide hands a playbook over without its `when`: its continuous-batching step still says
+    it is a serving playbook on a causal LM (and inference on anything else)."""
+    pb = {"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}, {"technique": "continuous_batching"}]}
+    assert submit.validate_request(pb, "tiny-llama", "cpu").scenario == "serving"
+    plain = {"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}, {"technique": "torch_compile"}]}
+    assert submit.validate_request(plain, "tiny-llama", "cpu").scenario == "inference"
