@@ -55,6 +55,17 @@ class RunRecorder:
             row = self._step(s, index)
             row.status, row.started_at = StepStatus.running, utcnow()
 
+    def progress(self, index: int | None, info: dict[str, Any]) -> None:
+        """Where a long measurement is (the training scenario's step, loss, ETA): on the running
+        step's row, or on the run while the baseline is measured; the finished record replaces it."""
+        with session_scope() as s:
+            if index is None:
+                run = s.get(queries.Run, self.run_id)
+                run.environment = {**(run.environment or {}), "progress": json_safe(info)}
+            else:
+                row = self._step(s, index)
+                row.details = {**(row.details or {}), "progress": json_safe(info)}
+
     def step_skipped(self, index: int, verdict: dict[str, str]) -> None:
         with session_scope() as s:
             row = self._step(s, index)

@@ -171,8 +171,8 @@ def describe_settings(settings: dict[str, Any]) -> dict[str, Any]:
 def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _Heartbeat, scenario) -> _State:
     """Apply one step and measure it under the scenario with the settings so far; the next state."""
     from optimizers import registry
-
     from optimizers.base import Target
+    from optimizers.scenarios.settings import merge_settings
 
     rec.step_started(index)
     if step.technique not in registry.names():
@@ -189,14 +189,15 @@ def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _
         return state
     record = tech.apply(state.workload, cfg)
     hb.check()
-    settings = {**state.settings, **record.settings}  # settings accumulate; transforms replace the workload
+    settings = merge_settings(state.settings, record.settings)  # settings accumulate; transforms replace the workload
     if record.check_metrics is not None:  # a correctness-check step: its own figures, nothing re-measured
         peer_metrics = _peer_metrics(record, settings, baseline, hb, scenario)
         rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=None,
                       peers=peer_metrics)
         return replace(state, workload=record.workload, settings=settings)
-    m = scenario.measure(record.workload, reference=baseline, runtime=settings)
+    m = scenario.measure(record.workload, reference=baseline, runtime=settings, **scenario.hooks(rec, index, hb))
     record.notes.extend(m.notes)
+    record.details.update(m.details)
     peer_metrics = _peer_metrics(record, settings, baseline, hb, scenario)
     rec.step_done(index, verdict.to_dict(), record, settings=describe_settings(record.settings), metrics=m.metrics,
                   peers=peer_metrics)
@@ -245,7 +246,32 @@ class _Scenario:
         from optimizers.scenarios import measurer, scenario
 
         name = pb.scenario or "inference"
-        return cls(scenario(name), measurer(name, pb.trace), pb.trace)
+        return cls(scenario(name), measurer(name, pb.trace, pb.training), pb.trace)
+
+    def hooks(self, rec: RunRecorder, index: int | None, hb: _Heartbeat) -> dict[str, Any]:
+        """Extra arguments of a long measurement: the training scenario reports each step (shown on
+        the Run page) and stops between steps when the run is cancelled."""
+        if self.spec.name != "training":
+            return {}
+        return {"progress": _Progress(rec, index, hb)}
+
+
+class _Progress:
+    """``fn(step, steps, loss)`` after every training step: a cancel check, and at most every
+    ``interval_s`` the step, loss and ETA written where the Run page reads them."""
+
+    def __init__(self, rec: RunRecorder, index: int | None, hb: _Heartbeat, interval_s: float = 2.0) -> None:
+        self.rec, self.index, self.hb, self.interval_s = rec, index, hb, interval_s
+        self._t0, self._last = time.monotonic(), 0.0
+
+    def __call__(self, step: int, steps: int, loss: float) -> None:
+        self.hb.check()
+        now = time.monotonic()
+        if now - self._last < self.interval_s and step < steps:
+            return
+        self._last = now
+        eta = (now - self._t0) / step * (steps - step)
+        self.rec.progress(self.index, {"step": step, "steps": steps, "loss": round(loss, 5), "eta_s": round(eta, 1)})
 
 
 def preflight(pb: Playbook, workload) -> None:
@@ -363,10 +389,11 @@ def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, dtype: 
     if scenario.spec.name == "inference":  # the serving engines warm themselves up before their timed trace
         measure(current, memory=False, runtime=base_settings)  # discarded: first-use costs must not inflate the baseline
     hb.check()
-    baseline = scenario.measure(current, runtime=base_settings)
+    baseline = scenario.measure(current, runtime=base_settings, **scenario.hooks(rec, None, hb))
     rec.baseline(baseline.metrics, _estimates(current),
-                 {**baseline.environment, "scenario": scenario.spec.name, **({"baseline_notes": baseline.notes}
-                                                                            if baseline.notes else {})})
+                 {**baseline.environment, "scenario": scenario.spec.name,
+                  **({"baseline_notes": baseline.notes} if baseline.notes else {}),
+                  **({"baseline_details": baseline.details} if baseline.details else {})})
     state = _State(current, base_settings, baseline)
     for i, step in enumerate(pb.steps):
         hb.check()

@@ -59,6 +59,9 @@ def with_scenario(pb: Playbook, workload: str, requested: str | None = None) -> 
     if pb.trace is not None and name != "serving":
         raise PlaybookError(f"trace: describes the serving scenario's requests, and this playbook is judged in the "
                             f"{name} scenario ({why}); drop trace: or run with scenario serving")
+    if pb.training is not None and name != "training":
+        raise PlaybookError(f"training: sets the training scenario's budget, and this playbook is judged in the "
+                            f"{name} scenario ({why}); drop training: or run with scenario training")
     for i, gate in enumerate(pb.expect):
         if gate.metric not in sc.metrics:
             raise PlaybookError(f"expect[{i}].metric={gate.metric!r} is not measured in the {name} scenario; "

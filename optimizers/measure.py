@@ -24,6 +24,7 @@ class Measurement:
     served: list[list[int]] | None = None  # serving scenario: each request's tokens, for exactness of later steps
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # how the scenario measured (engine, cache layout)
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-safe curves (the training scenario's loss curve)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ class SpeedSettings:
 def stored_bytes(model: torch.nn.Module) -> int:
     """Bytes the model's state actually occupies: every tensor in the state dict (packed
     quantized weights included, also when nested in tuples), shared storage counted once."""
+    with torch.inference_mode(False):  # tensor subclasses (torchao) refuse detach() in inference mode
+        state = model.state_dict(keep_vars=False)
+    return tensors_bytes(state.values())
+
+
+def tensors_bytes(values: Any) -> int:
+    """Bytes held by the tensors in ``values`` (nested tuples and lists too): a tensor subclass
+    (torchao's) by what it holds, a quantized tensor with its scales, shared storage once."""
     seen: set[tuple[int, int]] = set()
     total = 0
 
@@ -80,9 +89,7 @@ def stored_bytes(model: torch.nn.Module) -> int:
         seen.add(key)
         total += t.numel() * t.element_size()
 
-    with torch.inference_mode(False):  # tensor subclasses (torchao) refuse detach() in inference mode
-        state = model.state_dict(keep_vars=False)
-    for v in state.values():
+    for v in values:
         add(v)
     return total
 

@@ -9,8 +9,8 @@ from db import queries
 from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
-from ui.charts import serving_figure, serving_rows
-from ui.format import STATUS_ICON, duration, fmt_value, md_escape, metric_rows
+from ui.charts import loss_curves_figure, serving_figure, serving_rows, training_memory_figure, training_stages
+from ui.format import STATUS_ICON, duration, duration_s, fmt_value, md_escape, metric_rows
 from ui.diagnostics import step_diagnostics
 from ui.outcome import outcome_banner
 from ui.report import run_report_html
@@ -46,6 +46,11 @@ def show() -> None:
         current = next((s_ for s_ in steps if s_["status"] == "running"), None)
         label = (f"step {done + 1} of {len(steps)}: {current['technique']}" if current
                  else ("waiting for a worker" if summary["status"] == "queued" else "measuring the baseline"))
+        info = ((current or {}).get("details") or {}).get("progress") if current else \
+            (summary["environment"] or {}).get("progress")
+        if info:  # the training scenario reports every step
+            label += (f" · training step {info['step']} of {info['steps']}, loss {info['loss']:.4g}, "
+                      f"about {duration_s(info['eta_s'])} left")
         st.progress(done / max(len(steps), 1), text=label)
         if st.button("Cancel run"):
             with session_scope() as s:
@@ -62,6 +67,12 @@ def show() -> None:
                    "included; exact = requests whose tokens equal the one-at-a-time baseline's.")
         st.dataframe(pd.DataFrame(serving_rows(summary)), hide_index=True)
         st.plotly_chart(serving_figure(summary), key="serving-chart")
+    if summary.get("scenario") == "training" and training_stages(summary):
+        st.subheader("Training (measured)")
+        st.caption("Each stage trains a copy of the same starting model on the same seeded batches; memory is one "
+                   "step's peak from torch's own accounting, split by kind; the estimate is the formula's (computed).")
+        st.plotly_chart(loss_curves_figure(summary), key="loss-chart")
+        st.plotly_chart(training_memory_figure(summary), key="train-memory-chart")
     st.subheader("Steps")
     for i, step in enumerate(steps, 1):
         verdict = step.get("verdict") or {}

@@ -297,6 +297,8 @@ class TrainingSetup(BaseModel):
     lora_targets: Literal["attention", "all"] = Field("attention", description="q/v only (PEFT default) or every block matrix")
     flash_attention: bool = Field(True, description="attention scores are never stored (Dao et al. 2022)")
     sequence_parallel: int = Field(1, ge=1, description="sequence/context-parallel degree splitting activations")
+    activation_value_bytes: int = Field(2, ge=1, le=4, description="bytes per stored activation value: 2 under "
+                                                                   "16-bit compute, 4 when training in fp32")
 
 
 def optimizer_bytes_per_param(optimizer: str, mixed_precision: bool) -> int:
@@ -331,12 +333,12 @@ def activation_bytes_per_layer(s: ModelSpec, setup: TrainingSetup) -> int:
     2·s·b·h, is kept."""
     sbh = setup.seq_len * setup.micro_batch * s.hidden
     if setup.checkpointing:
-        return 2 * sbh // setup.sequence_parallel
+        return sbh * setup.activation_value_bytes // setup.sequence_parallel
     ratio = s.intermediate / s.hidden
     mlp = 2 + (6 if s.mlp == "gated" else 4) * ratio + 1
     per = 11 + mlp + 4
     scores = 0 if setup.flash_attention else 5 * s.heads * setup.seq_len / s.hidden
-    return int(sbh * (per + scores)) // setup.sequence_parallel
+    return int(sbh * (per + scores) * setup.activation_value_bytes / 2) // setup.sequence_parallel
 
 
 def activation_bytes(s: ModelSpec, setup: TrainingSetup) -> int | None:
@@ -374,7 +376,12 @@ def training_memory(s: ModelSpec, setup: TrainingSetup | None = None) -> dict[st
         states = _shard(k * psi, setup, 1)
     else:
         phi = lora_params(s, setup.lora_rank, setup.lora_targets)
-        base = weight_bytes(s, "nf4" if setup.method == "qlora" else "bf16")
+        if setup.method == "qlora":  # NF4 block matrices; the rest 16-bit, or fp32 when training in fp32
+            parts = param_breakdown(s)
+            kept = parts["embedding"] + parts["head"] + parts["other"]
+            base = weight_bytes(s, "nf4") + (0 if setup.mixed_precision else 2 * kept)
+        else:
+            base = weight_bytes(s, "bf16" if setup.mixed_precision else "fp32")
         weights = _shard(base, setup, 3) + 4 * phi
         grads = 4 * phi
         states = (k - (4 if setup.mixed_precision else 0)) * phi  # adapters are fp32: no extra master

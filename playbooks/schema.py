@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from playbooks.errors import PlaybookError
 from playbooks.yaml_limits import safe_yaml
 from optimizers.scenarios.trace import TraceConfig
+from optimizers.scenarios.training import TrainingConfig
 
 LIBRARY_DIR = Path(__file__).parent / "library"
 
@@ -84,6 +85,8 @@ class Playbook(BaseModel):
                           "pretrain/finetune → training, else inference)")
     trace: TraceConfig | None = Field(None, description="the serving scenario's request trace (seeded); default: "
                                                          "16 requests, all at once, 16 admitted at a time")
+    training: TrainingConfig | None = Field(None, description="the training scenario's budget (steps, batch, "
+                                                              "sequence length, lr, seed); default: 12 steps of 4 × 128")
     steps: list[Step] = Field(min_length=1, max_length=64)
     expect: list[Gate] = Field(default_factory=list, max_length=64)
 

@@ -126,3 +126,48 @@ def serving_figure(summary: dict[str, Any]) -> go.Figure:
                       yaxis2={"title": "ms (log)", "overlaying": "y", "side": "right", "type": "log"},
                       height=420, margin={"t": 50, "b": 40}, legend={"orientation": "h"})
     return fig
+
+
+TRAIN_MEMORY_PARTS = (("train_memory_params_bytes", "parameters"), ("train_memory_grads_bytes", "gradients"),
+                      ("train_memory_optimizer_bytes", "optimizer states"),
+                      ("train_memory_activations_bytes", "activations"))
+
+
+def training_stages(summary: dict[str, Any]) -> list[tuple[str, dict[str, float], list[float]]]:
+    """(label, metrics, loss curve) for the baseline and every step the training scenario measured."""
+    env = summary.get("environment") or {}
+    out = []
+    if summary.get("baseline"):
+        out.append(("baseline", summary["baseline"], (env.get("baseline_details") or {}).get("loss_curve") or []))
+    for i, step in enumerate(summary.get("steps") or [], 1):
+        if step.get("metrics") and "train_step_ms" in step["metrics"]:
+            out.append((f"{i}. {step['technique']}", step["metrics"], (step.get("details") or {}).get("loss_curve") or []))
+    return out
+
+
+def loss_curves_figure(summary: dict[str, Any]) -> go.Figure:
+    """The training loss per optimizer step, baseline and each step on the same batches."""
+    fig = go.Figure()
+    for label, _, curve in training_stages(summary):
+        if curve:
+            fig.add_scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines+markers", name=label)
+    fig.update_layout(title="Training loss per step (measured; every recipe trains the same batches)",
+                      xaxis={"title": "optimizer step"}, yaxis={"title": "loss"}, height=380,
+                      margin={"t": 50, "b": 40}, legend={"orientation": "h"})
+    return fig
+
+
+def training_memory_figure(summary: dict[str, Any]) -> go.Figure:
+    """Peak training memory split by kind (stacked), per recipe."""
+    stages = training_stages(summary)
+    labels = [label for label, _, _ in stages]
+    fig = go.Figure()
+    for key, name in TRAIN_MEMORY_PARTS:
+        fig.add_bar(x=labels, y=[m.get(key, 0) / 2**20 for _, m, _ in stages], name=name)
+    est = [m.get("estimated_train_memory_bytes") for _, m, _ in stages]
+    if any(e is not None for e in est):
+        fig.add_scatter(x=labels, y=[e / 2**20 if e else None for e in est], mode="markers", name="estimator (computed)",
+                        marker={"symbol": "x", "size": 11})
+    fig.update_layout(barmode="stack", title="Training memory by kind (measured, torch's accounting) and the estimate",
+                      yaxis={"title": "MiB"}, height=400, margin={"t": 50, "b": 40}, legend={"orientation": "h"})
+    return fig

@@ -38,7 +38,10 @@ def ratio(base: float | None, value: float | None) -> float | None:
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
     if start is None:
         return "—"
-    secs = ((end or dt.datetime.utcnow()) - start).total_seconds()
+    return duration_s(((end or dt.datetime.utcnow()) - start).total_seconds())
+
+
+def duration_s(secs: float) -> str:
     return f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.1f} min"
 
 

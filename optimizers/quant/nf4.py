@@ -58,6 +58,21 @@ def double_dequantize(q: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor, 
     return (qb * scale[:, None]).reshape(-1)[: q.numel()] + mean
 
 
+class _DequantLinear(torch.autograd.Function):
+    """y = x·Wᵀ with W dequantized in forward and again in backward, so the graph keeps no
+    dequantized weight per layer (QLoRA's frozen base costs its packed bytes only; bitsandbytes'
+    4-bit matmul does the same). The base is frozen: only the input gets a gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: "QuantLinearNF4") -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.dequantized_weight().to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.layer.dequantized_weight().to(grad.dtype), None
+
+
 class QuantLinearNF4(QuantLinearBase):
     """NF4 weights packed two codes per byte, double-quantized absmax; dequantized per call."""
 
@@ -80,6 +95,12 @@ class QuantLinearNF4(QuantLinearBase):
     def from_linear(cls, lin, **kw):
         return cls(lin.weight, lin.bias, **kw)
 
+    @property
+    def qweight(self) -> torch.Tensor:
+        """The packed codes under the name peft looks for on a quantized base layer (it places
+        QLoRA adapters on that tensor's device)."""
+        return self.packed
+
     def block_absmax(self) -> torch.Tensor:
         if self.double_quant:
             return double_dequantize(self.absmax_q, self.absmax_scale, self.absmax_mean[0], self.dq_block_size)
@@ -91,6 +112,8 @@ class QuantLinearNF4(QuantLinearBase):
 
     def forward(self, x):
         x = self._pre(x)
+        if torch.is_grad_enabled() and x.requires_grad:  # training adapters on top (QLoRA): keep W out of the graph
+            return self._post(_DequantLinear.apply(x, self))
         return self._post(F.linear(x, self.dequantized_weight().to(x.dtype)))
 
     def extra_repr(self) -> str:

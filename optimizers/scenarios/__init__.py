@@ -1,8 +1,8 @@
 """Scenarios: the protocol a run is measured under, each with its own metric vocabulary and the
 settings steps it understands (DESIGN.md "Scenarios"). ``inference`` is the harness in
 ``optimizers.measure``; ``serving`` serves a seeded request trace (``serving.py``, the trace in
-``trace.py``); ``training`` (K steps of a recipe) is declared with its metrics so playbooks,
-gates and the UI speak of it now, and is refused with the reason until its protocol is built."""
+``trace.py``); ``training`` trains K steps of the run's recipe on the workload's training split
+(``training.py``, the loops in ``optimizers.training``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,10 +41,15 @@ SERVING_METRICS = (
 SERVING_SETTINGS = frozenset({"continuous_batching", "paged_kv_cache", "chunked_prefill", "prefix_caching",
                               "static_batching", "speculative_decoding"})
 TRAINING_METRICS = (
-    "train_step_ms", "train_tokens_per_s", "train_peak_memory_bytes", "train_memory_params_bytes",
-    "train_memory_grads_bytes", "train_memory_optimizer_bytes", "train_memory_activations_bytes", "train_loss",
-    "eval_loss", "trainable_params",
+    "train_step_ms", "train_step_spread_ms", "train_tokens_per_s", "train_peak_memory_bytes",
+    "train_memory_params_bytes", "train_memory_grads_bytes", "train_memory_optimizer_bytes",
+    "train_memory_activations_bytes", "train_memory_model_state_bytes", "train_loss", "train_loss_first",
+    "eval_loss", "eval_loss_before", "trainable_params", "trainable_fraction", "estimated_train_memory_bytes",
+    "estimate_error", "merge_output_rel_error", "stored_bytes", "bits_per_param", "stored_bytes_vs_16bit", "perplexity", "accuracy",
 )
+TRAINING_SETTINGS = frozenset({"bf16_mixed_precision", "fp16_mixed_precision", "activation_checkpointing",
+                               "gradient_accumulation", "adam_8bit", "adam_4bit", "lora", "dora", "qlora", "fsdp",
+                               "zero"})
 
 SCENARIOS: dict[str, Scenario] = {
     "inference": Scenario("inference", "single-request inference: bytes, quality, prefill/decode, peak memory, fidelity",
@@ -63,10 +68,21 @@ SCENARIOS: dict[str, Scenario] = {
                             "attention_sinks": "transformers' paged cache has no sink/window eviction; the sink "
                                                "cache is measured in the inference scenario",
                         }),
-    "training": Scenario("training", "K steps of a training recipe: step time, tokens/s, memory by kind, loss",
-                         TRAINING_METRICS, frozenset(), built=False,
-                         not_built="the training scenario (K measured steps of a recipe) is not built yet, so no "
-                                   "training playbook is judged on inference figures meanwhile"),
+    "training": Scenario("training", "K steps of a training recipe: step time, tokens/s, memory by kind, loss, "
+                                     "and the trained model's quality",
+                         TRAINING_METRICS, TRAINING_SETTINGS, built=True,
+                         not_applied={
+                             "torch_compile": "the training loop runs eagerly; a compiled training step is not "
+                                              "measured yet (torch_compile is measured in the inference scenario)",
+                             "flash_attention": "the training loop runs the model's own attention (sdpa); "
+                                                "FlashAttention kernels are measured in the inference scenario "
+                                                "on a CUDA worker",
+                             **{name: "a serving setting: this run is judged in the training scenario; measure it "
+                                      "with --scenario serving" for name in SERVING_SETTINGS},
+                             **{name: "an inference setting: this run is judged in the training scenario; measure "
+                                      "it with --scenario inference"
+                                for name in ("cuda_graphs", "kv_cache_quantization", "attention_sinks", "sdpa")},
+                         }),
 }
 
 
@@ -94,8 +110,15 @@ def scenario(name: str) -> Scenario:
 Measurer = Callable[..., Any]
 
 
-def measurer(name: str, trace: Any = None) -> Measurer:
-    """The scenario's measurement: ``fn(workload, reference=None, runtime={...}) -> Measurement``."""
+def measurer(name: str, trace: Any = None, training: Any = None) -> Measurer:
+    """The scenario's measurement: ``fn(workload, reference=None, runtime={...}) -> Measurement``
+    (the training scenario's also takes ``progress=fn(step, steps, loss)``)."""
+    if name == "training":
+        from functools import partial
+
+        from optimizers.scenarios.training import measure_training
+
+        return partial(measure_training, training=training)
     if name == "serving":
         from functools import partial
 

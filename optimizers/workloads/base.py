@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -42,6 +42,24 @@ class VisionEval:
 
 
 @dataclass
+class LMTrain:
+    """A causal LM's training split: a token stream the training scenario cuts windows from, and
+    optionally its own held-out stream (else the evaluation's)."""
+
+    token_ids: torch.Tensor  # (N,) int64
+    eval_ids: torch.Tensor | None = None  # (M,) int64, held out; None: ``Workload.eval.token_ids``
+
+
+@dataclass
+class VisionTrain:
+    images: torch.Tensor  # (N, C, H, W) float32
+    labels: torch.Tensor  # (N,) int64
+
+
+TrainSplit = LMTrain | VisionTrain
+
+
+@dataclass
 class Workload:
     name: str
     task: Task
@@ -51,6 +69,8 @@ class Workload:
     tokenizer: Any = None
     device: str = "cpu"
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"config": {...}, "draft": Workload}
+    # the training split, built on first call (tokenizing a split costs seconds); None: no training here
+    train: Callable[[], TrainSplit] | None = None
 
     def with_model(self, model: torch.nn.Module, **meta: Any) -> "Workload":
         """A copy carrying a new model (and optional extra meta); the original stays intact."""

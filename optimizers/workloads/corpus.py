@@ -50,3 +50,36 @@ def read_split(split: str, root: Path | None = None) -> list[str]:
     """The text of every file in ``split`` (sorted by path; undecodable bytes replaced)."""
     root = root or stdlib_root()
     return [(root / f).read_text(encoding="utf-8", errors="replace") for f in split_files(split, root)]
+
+
+TRAIN_TOKENS = 65_536  # tokens of the train split a workload offers the training scenario
+
+
+def split_tokens(tokenizer, split: str, n_tokens: int, skip: int = 0):
+    """Tokens ``skip … skip + n_tokens`` of the split's files in the corpus's fixed file order,
+    tokenized with ``tokenizer`` (an int64 tensor)."""
+    import torch
+
+    from optimizers.workloads.base import WorkloadError
+
+    ids: list[int] = []
+    for text in read_split(split):
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) >= skip + n_tokens:
+            break
+    if len(ids) < skip + n_tokens:
+        raise WorkloadError(f"the {split} split of this Python's standard library has only {len(ids)} tokens")
+    return torch.tensor(ids[skip : skip + n_tokens], dtype=torch.int64)
+
+
+def train_split(tokenizer, skip: int = 0):
+    """The training scenario's split of an LM workload, built once per process on first use."""
+    from functools import lru_cache
+
+    from optimizers.workloads.base import LMTrain
+
+    @lru_cache(maxsize=1)
+    def build() -> LMTrain:
+        return LMTrain(split_tokens(tokenizer, "train", TRAIN_TOKENS, skip=skip))
+
+    return build

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from optimizers.workloads.base import VisionEval, Workload, WorkloadError
+from optimizers.workloads.base import VisionEval, VisionTrain, Workload, WorkloadError
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets" / "digits-cnn"
 WIDTHS = (32, 64, 128, 128)  # stem, then one depthwise-separable block per following width
@@ -85,7 +85,7 @@ def load(device: str = "cpu") -> Workload:
     model = DigitsCNN()
     model.load_state_dict({k: v.float() for k, v in load_file(weights).items()})
     model = model.to(device).eval()
-    x_train, _, x_test, y_test = digits_split()
+    x_train, y_train, x_test, y_test = digits_split()
     return Workload(
         name="digits-cnn",
         task="vision",
@@ -93,6 +93,7 @@ def load(device: str = "cpu") -> Workload:
         eval=VisionEval(images=x_test, labels=y_test, batch_size=64),
         calibration=[x_train[i : i + 64] for i in range(0, 256, 64)],  # 4 × (64, 1, 8, 8)
         device=device,
+        train=lambda: VisionTrain(x_train, y_train),
         meta={
             "family": "mobilenet",
             "input_shape": [1, 1, 8, 8],

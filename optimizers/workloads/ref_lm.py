@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from optimizers.workloads.base import LMEval, Workload, WorkloadError
+from optimizers.workloads.corpus import train_split
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TOKENS_DIR = ASSETS / "ref-lm"  # tokenizer, held-out test tokens, calibration tokens, metrics.json
@@ -118,6 +119,7 @@ def load(name: str = "ref-lm", device: str = "cpu") -> Workload:
         tokenizer=tokenizer,
         device=device,
         meta=meta,
+        train=train_split(tokenizer),
     )
 
 

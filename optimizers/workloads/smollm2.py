@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from optimizers.workloads.base import LMEval, Workload, WorkloadError
+from optimizers.workloads.corpus import split_tokens, train_split
 
 log = logging.getLogger(__name__)
 NAME = "smollm2-135m"
@@ -131,20 +132,6 @@ def ensure_converted(progress: Callable[[str], None] = log.info) -> Path:
     return convert(d, progress)
 
 
-def _tokens(tokenizer, split: str, n_tokens: int) -> torch.Tensor:
-    """The first ``n_tokens`` tokens of the split's files, in the corpus's fixed file order."""
-    from optimizers.workloads.corpus import read_split
-
-    ids: list[int] = []
-    for text in read_split(split):
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if len(ids) >= n_tokens:
-            break
-    if len(ids) < n_tokens:
-        raise WorkloadError(f"the {split} split of this Python's standard library has only {len(ids)} tokens")
-    return torch.tensor(ids[:n_tokens], dtype=torch.int64)
-
-
 def answer_prompts(tokenizer) -> list[tuple[torch.Tensor, list[str]]]:
     """The committed factual prompts, each as chat-template input ids and the accepted answers."""
     items = json.loads(PROMPTS.read_text())
@@ -164,8 +151,8 @@ def load(device: str = "cpu", progress: Callable[[str], None] = log.info) -> Wor
     model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="sdpa",
                                                  use_safetensors=True, local_files_only=True).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(d, local_files_only=True)
-    test = _tokens(tokenizer, "test", EVAL_WINDOW * EVAL_MAX_WINDOWS)
-    calib = _tokens(tokenizer, "train", CALIB_ROWS * CALIB_LEN).reshape(CALIB_ROWS, CALIB_LEN)
+    test = split_tokens(tokenizer, "test", EVAL_WINDOW * EVAL_MAX_WINDOWS)
+    calib = split_tokens(tokenizer, "train", CALIB_ROWS * CALIB_LEN).reshape(CALIB_ROWS, CALIB_LEN)
     cfg = model.config.to_dict()
     return Workload(
         name=NAME,
@@ -176,6 +163,7 @@ def load(device: str = "cpu", progress: Callable[[str], None] = log.info) -> Wor
         calibration=[row.unsqueeze(0) for row in calib],
         tokenizer=tokenizer,
         device=device,
+        train=train_split(tokenizer, skip=CALIB_ROWS * CALIB_LEN),  # after the calibration rows, disjoint
         meta={"config": {k: cfg[k] for k in CONFIG_KEYS if k in cfg}, "family": "llama", "source": str(d),
               "gguf": str(gguf_path()),  # the same weights in llama.cpp's format: its peer runs them
               "weights_note": "Q4_1-dequantized: blocks of 32 already lie on a 4-bit grid; compare at group 64 "

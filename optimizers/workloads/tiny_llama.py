@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from optimizers.workloads.base import LMEval, Workload
+from optimizers.workloads.base import LMEval, LMTrain, Workload
 
 TINY_CONFIG = dict(
     vocab_size=512,
@@ -29,6 +29,19 @@ def build_tiny_llama(seed: int = 0, **overrides) -> torch.nn.Module:
     return LlamaForCausalLM(cfg).eval()
 
 
+def markov_stream(vocab: int, n: int, seed: int, fan_out: int = 4) -> torch.Tensor:
+    """A learnable synthetic stream for training tests: each token is followed by one of
+    ``fan_out`` fixed successors (uniform random tokens would leave no loss to lower)."""
+    g = torch.Generator().manual_seed(seed)
+    successors = torch.randint(0, vocab, (vocab, fan_out), generator=g)
+    picks = torch.randint(0, fan_out, (n,), generator=g)
+    out = torch.empty(n, dtype=torch.int64)
+    out[0] = 0
+    for i in range(1, n):
+        out[i] = successors[out[i - 1], picks[i]]
+    return out
+
+
 def load(device: str = "cpu") -> Workload:
     model = build_tiny_llama().to(device)
     g = torch.Generator().manual_seed(1)
@@ -42,6 +55,7 @@ def load(device: str = "cpu") -> Workload:
         calibration=calib,
         device=device,
         meta={"config": dict(TINY_CONFIG), "family": "llama"},
+        train=lambda: LMTrain(*markov_stream(TINY_CONFIG["vocab_size"], 16384, seed=2).split([12288, 4096])),
     )
 
 

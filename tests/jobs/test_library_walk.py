@@ -27,12 +27,19 @@ def test_library_playbook_is_accepted_or_refused_up_front(playbook, workload):
     assert sc.built and all(g.metric in sc.metrics for g in resolved.expect)
 
 
-def test_training_playbooks_are_never_judged_on_inference_by_default():
+RECIPE_PLAYBOOKS = ("training-optimization", "vram-bound-training", "efficient-llm-training-small-clusters",
+                    "training-large-dense-models", "memory-tight-finetuning", "cost-efficient-instruction-tuning",
+                    "model-too-big-to-finetune")
+
+
+def test_training_playbooks_are_judged_in_the_training_scenario_on_training_metrics():
     for name, pb in library().items():
         goals = set(pb.when.get("goal") or [])
         if goals & {"pretrain", "finetune"}:
-            with pytest.raises(PlaybookError, match="training scenario"):
-                submit.validate_request(pb, "ref-lm", "cpu")
+            resolved = submit.validate_request(pb, "ref-lm", "cpu")
+            assert resolved.scenario == "training", name
+            if name in RECIPE_PLAYBOOKS:  # judged on what their recipe changes: training memory and time
+                assert any(g.metric.startswith("train_") for g in resolved.expect), name
 
 
 def test_serving_playbook_on_a_causal_lm_is_judged_serving_unless_inference_is_asked_for():
@@ -54,6 +61,16 @@ def test_gates_and_settings_outside_the_scenario_are_refused():
     with pytest.raises(PlaybookError, match="trace: describes the serving scenario's requests"):
         submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}],
                                  "trace": {"requests": 4}}, "minilm", "cpu")
+    with pytest.raises(PlaybookError, match=r"steps\[0\] \(lora\) is a recipe setting the serving scenario does not "
+                                            "apply"):
+        submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "lora"}]}, "tiny-llama", "cpu",
+                                scenario="serving")
+    with pytest.raises(PlaybookError, match="training: sets the training scenario's budget"):
+        submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}],
+                                 "training": {"steps": 4}}, "tiny-llama", "cpu")
+    with pytest.raises(PlaybookError, match="training.steps"):
+        submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "lora"}],
+                                 "training": {"steps": 3}}, "tiny-llama", "cpu", scenario="training")
     with pytest.raises(PlaybookError, match="scenario=.warp. is not valid"):
         submit.validate_request({"name": "g", "title": "g", "steps": [{"technique": "int8_dynamic"}]}, "tiny-llama",
                                 "cpu", scenario="warp")

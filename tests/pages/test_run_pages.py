@@ -90,6 +90,30 @@ def test_run_page_shows_the_serving_table_and_chart(page):
     assert all(v > 0 for v in table["output tok/s"])
 
 
+TRAINING_PB = {"name": "training-page", "title": "Training page", "when": {"goal": ["finetune"]},
+               "training": {"steps": 4, "warmup": 1, "batch_size": 2, "seq_len": 16},
+               "steps": [{"technique": "activation_checkpointing"}, {"technique": "lora", "params": {"rank": 2}}]}
+
+
+def test_run_page_draws_loss_curves_and_memory_by_kind(page):
+    pb = submit.validate_request(TRAINING_PB, "tiny-llama", "cpu")
+    run_id = submit.create_run(pb, "tiny-llama", "cpu")
+    assert pipeline.execute_run(run_id) == "succeeded"
+    at = page("run.py", query={"run": str(run_id)})
+    assert not at.exception
+    assert any(h.value == "Training (measured)" for h in at.subheader)
+    charts = [c for c in at.get("plotly_chart")]
+    assert len(charts) >= 2
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in charts]
+    loss = next(sp for sp in specs if "Training loss" in sp["layout"]["title"]["text"])
+    assert [t["name"] for t in loss["data"]] == ["baseline", "1. activation_checkpointing", "2. lora"]
+    assert all(len(t["y"]) == 4 for t in loss["data"])
+    mem = next(sp for sp in specs if "memory by kind" in sp["layout"]["title"]["text"])
+    assert {t["name"] for t in mem["data"]} >= {"parameters", "gradients", "optimizer states", "activations"}
+
+
 def test_run_page_empty_and_missing_states(page):
     at = page("run.py")
     assert not at.exception and "Pick a run" in at.info[0].value

@@ -1,0 +1,67 @@
+"""The training scenario's data: a fixed, seeded order of batches, the same for the baseline and
+every step (so a loss curve or a step time compares like with like), and held-out batches for
+the eval loss at the end. LMs: windows of ``seq_len`` tokens from the workload's train stream at
+seeded offsets; vision: a seeded permutation of the train images."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from optimizers.workloads.base import LMTrain, VisionTrain, Workload
+
+
+def _split(workload: Workload) -> LMTrain | VisionTrain:
+    if workload.train is None:
+        raise ValueError(f"workload {workload.name!r} has no training split, so the training scenario cannot run "
+                         "on it; use ref-lm, ref-lm-draft, smollm2-135m, tiny-llama or digits-cnn")
+    return workload.train()
+
+
+def train_batches(workload: Workload, steps: int, batch_size: int, seq_len: int, seed: int) -> list[Any]:
+    """``steps`` batches in a fixed order: (batch_size, seq_len) token ids, or (images, labels)."""
+    split = _split(workload)
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(split, VisionTrain):
+        n = split.labels.numel()
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-steps * batch_size // n))])
+        idx = order[: steps * batch_size].reshape(steps, batch_size)
+        return [(split.images[i], split.labels[i]) for i in idx]
+    ids = split.token_ids
+    if ids.numel() < seq_len + 1:
+        raise ValueError(f"seq_len={seq_len} exceeds the {ids.numel()}-token train split of {workload.name!r}")
+    starts = torch.randint(0, ids.numel() - seq_len, (steps, batch_size), generator=g)
+    return [torch.stack([ids[s : s + seq_len] for s in row.tolist()]) for row in starts]
+
+
+def eval_batches(workload: Workload, n_batches: int, batch_size: int, seq_len: int) -> list[Any]:
+    """Held-out batches (never trained on): disjoint windows of the held-out stream, or the test images."""
+    split = _split(workload)
+    if isinstance(split, VisionTrain):
+        ev = workload.eval
+        return [(x, y) for x, y in zip(ev.images.split(batch_size), ev.labels.split(batch_size))][:n_batches]
+    ids = split.eval_ids if split.eval_ids is not None else workload.eval.token_ids
+    windows = ids[: (ids.numel() // seq_len) * seq_len].reshape(-1, seq_len)[: n_batches * batch_size]
+    if not len(windows):
+        raise ValueError(f"seq_len={seq_len} exceeds the held-out stream of {workload.name!r}")
+    return list(windows.split(batch_size))
+
+
+def batch_tokens(batch: Any) -> int:
+    """Tokens (LM) or samples (vision) a batch trains on."""
+    return int(batch.numel()) if torch.is_tensor(batch) else int(batch[1].numel())
+
+
+def split_micro(batch: Any, parts: int) -> list[Any]:
+    """A step's batch as ``parts`` equal micro-batches (gradient accumulation)."""
+    n = batch.shape[0] if torch.is_tensor(batch) else batch[1].shape[0]
+    if n % parts:
+        raise ValueError(f"accumulation={parts} must divide the batch of {n} sequences; pick a divisor of batch_size")
+    if torch.is_tensor(batch):
+        return list(batch.chunk(parts))
+    return list(zip(batch[0].chunk(parts), batch[1].chunk(parts)))
+
+
+def shard(batch: Any, rank: int, world: int) -> Any:
+    """Rank ``rank``'s equal slice of a batch (data parallel)."""
+    return split_micro(batch, world)[rank]

@@ -1,0 +1,195 @@
+"""The single-process training loop the training scenario times: K optimizer steps of a recipe
+on a fixed batch order. Steps before ``warmup`` are not timed (first-use costs: torchao's 8-bit
+optimizer compiles its first step); the first step after them is profiled for memory by kind and
+not timed either (the profiler slows it); the rest are timed. Every step's loss is kept."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optimizers.training import memory as mem
+from optimizers.training.data import batch_tokens, eval_batches, split_micro, train_batches
+from optimizers.training.recipe import Recipe
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def task_loss(model: nn.Module, batch: Any, task: str) -> torch.Tensor:
+    """Next-token cross-entropy for a causal LM (labels = inputs; the model shifts them), cross-
+    entropy on (images, labels) for a classifier."""
+    if task == "causal_lm":
+        return model(input_ids=batch, labels=batch, use_cache=False).loss
+    if task == "vision":
+        images, labels = batch
+        return F.cross_entropy(model(images), labels)
+    raise ValueError(f"the training scenario trains causal LMs and image classifiers, not {task} models")
+
+
+def to_device(batch: Any, device: str) -> Any:
+    return batch.to(device) if torch.is_tensor(batch) else tuple(t.to(device) for t in batch)
+
+
+def make_optimizer(name: str, params: list[nn.Parameter], lr: float, device: str) -> torch.optim.Optimizer:
+    """torch AdamW, or AdamW with 8-bit / 4-bit block-quantized moments (Dettmers et al. 2022,
+    arXiv:2110.02861; Li et al. 2023 for 4-bit): bitsandbytes on CUDA when installed, torchao's
+    on the CPU (and on CUDA without bitsandbytes)."""
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if device.startswith("cuda") and name == "adamw8bit":
+        try:
+            import bitsandbytes as bnb  # optional: GPU images
+
+            return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=0.0)
+        except ImportError:
+            pass
+    from torchao.optim import AdamW4bit, AdamW8bit
+
+    cls = {"adamw8bit": AdamW8bit, "adamw4bit": AdamW4bit}[name]
+    return cls(params, lr=lr, weight_decay=0.0)
+
+
+def prepare(model: nn.Module, recipe: Recipe, task: str, notes: list[str] | None = None) -> nn.Module:
+    """A trainable copy of ``model`` under the recipe: adapters attached (only they train), or every
+    float parameter trainable; activation checkpointing on the transformer blocks."""
+    from optimizers.training.adapters import attach
+
+    notes = notes if notes is not None else []
+    model = copy.deepcopy(model)
+    if recipe.adapter is not None:
+        if task != "causal_lm":
+            raise ValueError(f"{recipe.adapter.kind} adapts a causal LM's projections, not a {task} model")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model = attach(model, recipe.adapter)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(p.is_floating_point())
+        if any(type(m).__name__.startswith("QuantLinear") for m in model.modules()):
+            notes.append("the model holds quantized layers (frozen packed buffers): a full fine-tune trains only its "
+                         "float parameters (embeddings, norms); add lora or qlora to train its projections")
+    if recipe.checkpointing:
+        if not hasattr(model, "activation_checkpointing_enable"):
+            raise ValueError("activation checkpointing here checkpoints a transformers model's decoder layers; "
+                             f"{type(model).__name__} has none")
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              every_n_layers=int(recipe.checkpointing))
+    if getattr(getattr(model, "config", None), "use_cache", None):
+        model.config.use_cache = False
+    return model.train()
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # the trained model, adapters still attached (``adapters.merge`` folds them)
+    losses: list[float]  # every optimizer step's loss (mean over its sequences)
+    step_ms: list[float]  # the timed steps' wall times
+    tokens_per_step: int  # tokens (or samples) one optimizer step trains on
+    memory: dict[str, int]  # params, grads, optimizer, activations, peak bytes (one rank's, when sharded)
+    trainable: int
+    total: int
+    eval_loss: float
+    eval_loss_before: float
+    notes: list[str] = field(default_factory=list)
+
+
+@torch.no_grad()
+def eval_loss(model: nn.Module, batches: list[Any], task: str, device: str) -> float:
+    """Mean held-out loss, fp32, dropout off (the recipe's precision is for training steps)."""
+    was = model.training
+    model.eval()
+    losses = [float(task_loss(model, to_device(b, device), task)) for b in batches]
+    model.train(was)
+    return sum(losses) / len(losses)
+
+
+def train(workload, recipe: Recipe, cfg, on_step: Callable[[int, int, float], None] | None = None,
+          rank: int = 0, world: int = 1, wrap: Callable[[nn.Module], nn.Module] | None = None,
+          make_opt: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None) -> TrainResult:
+    """K steps of ``recipe`` on ``workload``'s fixed batch order. ``rank``/``world``, ``wrap`` and
+    ``make_opt`` are the data-parallel hooks ``distributed.py`` uses (each rank its slice of every
+    batch; the sharded model and optimizer); alone, one process trains on whole batches."""
+    from optimizers.scenarios.training import check_config
+
+    check_config(cfg)
+    device, task = workload.device, workload.task
+    torch.manual_seed(cfg.seed)
+    batches = train_batches(workload, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.seed)
+    held_out = eval_batches(workload, cfg.eval_batches, cfg.batch_size, cfg.seq_len)
+    notes: list[str] = []
+    model = prepare(workload.model, recipe, task, notes)
+    before = eval_loss(model, held_out, task, device)
+    if wrap is not None:
+        model = wrap(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: the model has no trainable parameters under this recipe")
+    lr = recipe.adapter.lr if recipe.adapter is not None else cfg.lr
+    opt = make_opt(params) if make_opt is not None else make_optimizer(recipe.optimizer, params, lr, device)
+    scaler = torch.amp.GradScaler(device.split(":")[0]) if recipe.precision == "fp16" else None
+    autocast = (lambda: torch.autocast(device.split(":")[0], dtype=DTYPES[recipe.precision])) \
+        if recipe.precision in DTYPES else nullcontext
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    probe_at = cfg.warmup
+    losses, step_ms, memory = [], [], {}
+    for k, batch in enumerate(batches):
+        if world > 1:
+            from optimizers.training.data import shard
+
+            batch = shard(batch, rank, world)
+        batch = to_device(batch, device)
+        opt.zero_grad(set_to_none=True)  # outside the probe: live bytes at its start are params + states
+        states_before = mem.optimizer_bytes(opt) if k == probe_at else 0
+        probe = mem.MemoryProbe(device) if k == probe_at else None
+        sync()
+        t0 = time.perf_counter()
+        with probe or nullcontext():
+            total = 0.0
+            for micro in split_micro(batch, recipe.accumulation):
+                with (probe.forward() if probe else nullcontext()), autocast():
+                    loss = task_loss(model, micro, task) / recipe.accumulation
+                (scaler.scale(loss) if scaler else loss).backward()
+                total += float(loss.detach())
+            if probe:
+                memory["grads"] = mem.grad_bytes(model)
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+        sync()
+        dt = (time.perf_counter() - t0) * 1e3
+        if probe:
+            memory |= {"params": mem.param_bytes(model), "optimizer": mem.optimizer_bytes(opt),
+                       "activations": probe.activation_bytes}
+            memory["peak"] = memory["params"] + states_before + probe.peak_bytes
+        elif k > probe_at:
+            step_ms.append(dt)
+        if world > 1:
+            total = _mean_over_ranks(total)
+        if not math.isfinite(total):
+            raise ValueError(f"the loss became {total} at step {k + 1}: lower lr (now {lr:g}) or use bf16 instead of fp16")
+        losses.append(total)
+        if on_step is not None:
+            on_step(k + 1, len(batches), total)
+    trainable, _ = mem.trainable_params(model)
+    count = workload.meta.get("param_count") or mem.trainable_params(workload.model)[1]  # the untouched model's
+    after = eval_loss(model, held_out, task, device)
+    return TrainResult(model, losses, step_ms, batch_tokens(batches[0]), memory, trainable, count,
+                       eval_loss=_mean_over_ranks(after) if world > 1 else after, eval_loss_before=before,
+                       notes=notes)
+
+
+def _mean_over_ranks(x: float) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t) / dist.get_world_size()
