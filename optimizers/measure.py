@@ -190,19 +190,23 @@ def environment(device: str) -> dict[str, Any]:
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd")
 
 
-def cpu_isa() -> str:
-    """The vector ISA torch dispatches to (``get_cpu_capability``) and the flags that decide
-    low-bit speed (VNNI, BF16, AMX), e.g. ``AVX512 (avx2 avx512f avx512_vnni avx512_bf16)``:
-    recorded with every figure, since speed-ups differ between CPUs of one kind."""
-    flags: set[str] = set()
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return set()
+
+
+def cpu_isa() -> str:
+    """The vector ISA torch dispatches to (``get_cpu_capability``) and the flags that decide
+    low-bit speed (VNNI, BF16, AMX), e.g. ``AVX512 (avx2 avx512f avx512_vnni avx512_bf16)``:
+    recorded with every figure, since speed-ups differ between CPUs of one kind."""
+    flags = cpu_flags()
     present = " ".join(fl for fl in ISA_FLAGS if fl in flags)
     return f"{torch.backends.cpu.get_cpu_capability()}" + (f" ({present})" if present else "")
 

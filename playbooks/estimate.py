@@ -342,15 +342,15 @@ def activation_bytes_per_layer(s: ModelSpec, setup: TrainingSetup) -> int:
 
 
 def activation_bytes(s: ModelSpec, setup: TrainingSetup) -> int | None:
-    """All layers, plus one layer recomputed at a time under checkpointing, plus fp32 logits
-    for the loss (s·b·vocab·4). None for a CNN (no shape-level formula)."""
+    """All layers, plus one layer recomputed at a time under checkpointing, plus the loss's two
+    fp32 copies of the logits — the logits and the log-probabilities cross-entropy keeps for its
+    backward (2 · s·b·vocab·4). None for a CNN (no shape-level formula)."""
     if not s.is_transformer:
         return None
     layers = s.layers * activation_bytes_per_layer(s, setup)
     if setup.checkpointing:
         layers += activation_bytes_per_layer(s, setup.model_copy(update={"checkpointing": False}))
-    logits = setup.seq_len * setup.micro_batch * s.vocab * 4 // setup.sequence_parallel
-    return layers + logits
+    return layers + 2 * _logits_bytes(s, setup)
 
 
 def _shard(n: float, setup: TrainingSetup, stage: int) -> int:
@@ -388,7 +388,29 @@ def training_memory(s: ModelSpec, setup: TrainingSetup | None = None) -> dict[st
     acts = activation_bytes(s, setup)
     total = weights + grads + states + (acts or 0)
     return {"weights": weights, "gradients": grads, "optimizer_states": states,
-            "activations": acts if acts is not None else 0, "total": total}
+            "activations": acts if acts is not None else 0, "total": total,
+            "peak": weights + states + _backward_peak(s, setup, acts or 0, grads)}
+
+
+def _logits_bytes(s: ModelSpec, setup: TrainingSetup) -> int:
+    return setup.seq_len * setup.micro_batch * s.vocab * 4 // setup.sequence_parallel
+
+
+def _backward_peak(s: ModelSpec, setup: TrainingSetup, acts: int, grads: int) -> int:
+    """What lives beside the weights and optimizer states at a step's peak. Backward frees the
+    activations as it fills the gradients (set to None before each step), so the two sum to
+    about max(activations, gradients), not their total; at its start the logits' gradient
+    (fp32, s·b·vocab) is live on top of every activation. Under ZeRO-3 / FSDP the units in
+    flight are all-gathered (the root with the embeddings, and one decoder layer prefetched
+    beside the current one; Zhao et al. 2023 §3.3): their unsharded bytes beyond the shard."""
+    transient = _logits_bytes(s, setup) if s.is_transformer else 0
+    gathered = 0
+    if setup.zero_stage >= 3 and setup.gpus > 1 and s.is_transformer:
+        parts = param_breakdown(s)
+        per_layer = (parts["linear"] + parts["other"]) / max(s.layers, 1)
+        wb = 2 if setup.mixed_precision else 4
+        gathered = int(wb * (parts["embedding"] + parts["head"] + 2 * per_layer) * (1 - 1 / setup.gpus))
+    return max(acts + transient, grads) + gathered
 
 
 # --- speed bounds ----------------------------------------------------------------------

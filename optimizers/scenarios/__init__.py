@@ -45,7 +45,8 @@ TRAINING_METRICS = (
     "train_memory_params_bytes", "train_memory_grads_bytes", "train_memory_optimizer_bytes",
     "train_memory_activations_bytes", "train_memory_model_state_bytes", "train_loss", "train_loss_first",
     "eval_loss", "eval_loss_before", "trainable_params", "trainable_fraction", "estimated_train_memory_bytes",
-    "estimate_error", "merge_output_rel_error", "stored_bytes", "bits_per_param", "stored_bytes_vs_16bit", "perplexity", "accuracy",
+    "estimate_error", "merge_output_rel_error", "stored_bytes", "bits_per_param", "stored_bytes_vs_16bit",
+    "perplexity", "accuracy", "pair_spearman",
 )
 TRAINING_SETTINGS = frozenset({"bf16_mixed_precision", "fp16_mixed_precision", "activation_checkpointing",
                                "gradient_accumulation", "adam_8bit", "adam_4bit", "lora", "dora", "qlora", "fsdp",

@@ -50,7 +50,7 @@ class TrainingSetting(SettingStep):
     step's figures are the recipe's effect."""
 
     kind = "recipe"
-    tasks = frozenset({"causal_lm", "vision"})
+    tasks = frozenset({"causal_lm", "encoder", "vision"})
 
     def recipe(self, config: TechniqueConfig) -> dict[str, Any]:
         raise NotImplementedError

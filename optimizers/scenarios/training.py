@@ -59,10 +59,10 @@ def estimated_memory(workload: Any, recipe: Any, cfg: TrainingConfig) -> dict[st
         zero_stage=sh.stage if sh else 0, gpus=sh.ranks if sh else 1,
         micro_batch=max(1, cfg.batch_size // recipe.accumulation // (sh.ranks if sh else 1)),
         seq_len=cfg.seq_len, lora_rank=a.rank if a else 16,
-        lora_targets="attention" if a and set(a.targets) <= {"q_proj", "v_proj"} else "all",
+        lora_targets="attention" if a and set(a.targets) <= {"q_proj", "v_proj", "query", "value"} else "all",
         flash_attention=True, activation_value_bytes=2 if recipe.precision in ("bf16", "fp16") else 4)
     est = training_memory(spec_from_config(conf, workload.name), setup)
-    return {"estimated_train_memory_bytes": float(est["total"]),
+    return {"estimated_train_memory_bytes": float(est["peak"]),
             "estimated_train_activations_bytes": float(est["activations"])}
 
 
@@ -82,7 +82,10 @@ def _outputs(model: Any, batch: Any) -> Any:
     with torch.no_grad():
         device = next(iter(model.parameters())).device
         b = to_device(batch, str(device))
-        out = model(input_ids=b).logits if torch.is_tensor(b) else model(b[0])
+        if isinstance(b, dict):  # a sentence encoder: the first side's hidden states
+            out = model(input_ids=b["a_input_ids"], attention_mask=b["a_attention_mask"]).last_hidden_state
+        else:
+            out = model(input_ids=b).logits if torch.is_tensor(b) else model(b[0])
     model.train(was)
     return out.float()
 
@@ -139,6 +142,8 @@ def measure_training(workload: Any, reference: Any = None, *, runtime: dict[str,
         values |= H._lm_quality(quiet, None)[0]
     elif workload.task == "vision":
         values |= H._vision(trained, None, H.SpeedSettings.from_env(), speed=False)[0]
+    elif workload.task == "encoder":  # the labelled pairs: does fine-tuning keep the general-purpose similarity?
+        values |= H._encoder(trained, None, H.SpeedSettings.from_env(), speed=False)[0]
     notes = [f"recipe: {recipe.describe()}; {cfg.steps} steps of {cfg.batch_size} × "
              + (f"{cfg.seq_len} tokens" if workload.task == "causal_lm" else "images")
              + f", {cfg.warmup} warm-up + 1 profiled step untimed", *result.notes]

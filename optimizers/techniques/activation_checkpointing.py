@@ -23,7 +23,7 @@ class ActivationCheckpointing(TrainingSetting):
     name = "activation_checkpointing"
     summary = "recompute each decoder layer in backward instead of storing its activations"
     Config = ActivationCheckpointingConfig
-    tasks = frozenset({"causal_lm"})
+    tasks = frozenset({"causal_lm", "encoder"})
 
     def recipe(self, config: TechniqueConfig) -> dict[str, Any]:
         return {"checkpointing": config.every_n_layers}

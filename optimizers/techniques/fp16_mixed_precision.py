@@ -17,3 +17,4 @@ class Fp16MixedPrecision(Bf16MixedPrecision):
     summary = "float16 autocast with GradScaler loss scaling over fp32 master weights"
     Config = Fp16MixedPrecisionConfig
     precision = "fp16"
+    native_flags = ("avx512_fp16", "amx_fp16")

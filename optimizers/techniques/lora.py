@@ -30,7 +30,7 @@ class Lora(TrainingSetting):
     name = "lora"
     summary = "train a low-rank update of frozen projections (peft), merged back afterwards"
     Config = LoraConfig
-    tasks = frozenset({"causal_lm"})
+    tasks = frozenset({"causal_lm", "encoder"})
     adapter_kind = "lora"
 
     def recipe(self, config: TechniqueConfig) -> dict[str, Any]:

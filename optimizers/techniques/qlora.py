@@ -26,3 +26,4 @@ class Qlora(Lora):
     summary = "LoRA on a frozen NF4 base (Speedbook's NF4 layers), merged and re-quantized afterwards"
     Config = QloraConfig
     adapter_kind = "qlora"
+    tasks = frozenset({"causal_lm"})

@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
-from optimizers.workloads.base import LMTrain, VisionTrain, Workload
+from optimizers.workloads.base import LMTrain, PairTrain, VisionTrain, Workload
 
 
 def _split(workload: Workload) -> LMTrain | VisionTrain:
     if workload.train is None:
         raise ValueError(f"workload {workload.name!r} has no training split, so the training scenario cannot run "
-                         "on it; use ref-lm, ref-lm-draft, smollm2-135m, tiny-llama or digits-cnn")
+                         "on it; use ref-lm, ref-lm-draft, smollm2-135m, tiny-llama, minilm or digits-cnn")
     return workload.train()
 
 
@@ -22,6 +22,13 @@ def train_batches(workload: Workload, steps: int, batch_size: int, seq_len: int,
     """``steps`` batches in a fixed order: (batch_size, seq_len) token ids, or (images, labels)."""
     split = _split(workload)
     g = torch.Generator().manual_seed(seed)
+    if isinstance(split, PairTrain):
+        n = len(split.pairs)
+        if n < batch_size:
+            raise ValueError(f"batch_size={batch_size} exceeds the {n} training pairs of {workload.name!r}")
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-steps * batch_size // n))])
+        rows = order[: steps * batch_size].reshape(steps, batch_size).tolist()
+        return [pair_batch(split, [split.pairs[i] for i in row]) for row in rows]
     if isinstance(split, VisionTrain):
         n = split.labels.numel()
         order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-steps * batch_size // n))])
@@ -37,6 +44,9 @@ def train_batches(workload: Workload, steps: int, batch_size: int, seq_len: int,
 def eval_batches(workload: Workload, n_batches: int, batch_size: int, seq_len: int) -> list[Any]:
     """Held-out batches (never trained on): disjoint windows of the held-out stream, or the test images."""
     split = _split(workload)
+    if isinstance(split, PairTrain):
+        held = split.held_out[: n_batches * batch_size]
+        return [pair_batch(split, held[i : i + batch_size]) for i in range(0, len(held), batch_size)]
     if isinstance(split, VisionTrain):
         ev = workload.eval
         return [(x, y) for x, y in zip(ev.images.split(batch_size), ev.labels.split(batch_size))][:n_batches]
@@ -47,16 +57,36 @@ def eval_batches(workload: Workload, n_batches: int, batch_size: int, seq_len: i
     return list(windows.split(batch_size))
 
 
+def pair_batch(split: PairTrain, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Both sides of ``pairs`` tokenized: ``a_*`` and ``b_*`` input ids and attention masks (B, T)."""
+    enc = lambda texts: split.tokenizer(texts, padding=True, truncation=True, max_length=split.max_length,  # noqa: E731
+                                        return_tensors="pt")
+    a, b = enc([p[0] for p in pairs]), enc([p[1] for p in pairs])
+    return {"a_input_ids": a["input_ids"], "a_attention_mask": a["attention_mask"],
+            "b_input_ids": b["input_ids"], "b_attention_mask": b["attention_mask"]}
+
+
+def _rows(batch: Any) -> int:
+    if isinstance(batch, dict):
+        return batch["a_input_ids"].shape[0]
+    return batch.shape[0] if torch.is_tensor(batch) else batch[1].shape[0]
+
+
 def batch_tokens(batch: Any) -> int:
-    """Tokens (LM) or samples (vision) a batch trains on."""
+    """Tokens (LM), pairs (encoder) or samples (vision) a batch trains on."""
+    if isinstance(batch, dict):
+        return int(batch["a_input_ids"].shape[0])
     return int(batch.numel()) if torch.is_tensor(batch) else int(batch[1].numel())
 
 
 def split_micro(batch: Any, parts: int) -> list[Any]:
     """A step's batch as ``parts`` equal micro-batches (gradient accumulation)."""
-    n = batch.shape[0] if torch.is_tensor(batch) else batch[1].shape[0]
+    n = _rows(batch)
     if n % parts:
         raise ValueError(f"accumulation={parts} must divide the batch of {n} sequences; pick a divisor of batch_size")
+    if isinstance(batch, dict):  # in-batch negatives: each micro-batch's pairs are each other's negatives
+        chunks = {k: v.chunk(parts) for k, v in batch.items()}
+        return [{k: c[i] for k, c in chunks.items()} for i in range(parts)]
     if torch.is_tensor(batch):
         return list(batch.chunk(parts))
     return list(zip(batch[0].chunk(parts), batch[1].chunk(parts)))

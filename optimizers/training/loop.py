@@ -22,18 +22,35 @@ from optimizers.training.recipe import Recipe
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+PAIR_SCALE = 20.0  # cosine similarities × 20 as logits (sentence-transformers' MultipleNegativesRankingLoss)
+
+
 def task_loss(model: nn.Module, batch: Any, task: str) -> torch.Tensor:
     """Next-token cross-entropy for a causal LM (labels = inputs; the model shifts them), cross-
-    entropy on (images, labels) for a classifier."""
+    entropy on (images, labels) for a classifier, and for a sentence encoder the in-batch
+    contrastive loss on (text, match) pairs: each text's match against every other pair's
+    (InfoNCE, van den Oord et al. 2018; Henderson et al. 2017's multiple-negatives ranking)."""
     if task == "causal_lm":
         return model(input_ids=batch, labels=batch, use_cache=False).loss
+    if task == "encoder":
+        from optimizers.workloads.minilm import mean_pool
+
+        def embed(side: str) -> torch.Tensor:
+            ids, mask = batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"]
+            return F.normalize(mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask), dim=-1)
+
+        a, b = embed("a"), embed("b")
+        logits = PAIR_SCALE * a @ b.T
+        return F.cross_entropy(logits.float(), torch.arange(len(a), device=logits.device))
     if task == "vision":
         images, labels = batch
         return F.cross_entropy(model(images), labels)
-    raise ValueError(f"the training scenario trains causal LMs and image classifiers, not {task} models")
+    raise ValueError(f"the training scenario trains causal LMs, sentence encoders and image classifiers, not {task}")
 
 
 def to_device(batch: Any, device: str) -> Any:
+    if isinstance(batch, dict):
+        return {k: v.to(device) for k, v in batch.items()}
     return batch.to(device) if torch.is_tensor(batch) else tuple(t.to(device) for t in batch)
 
 
@@ -64,8 +81,8 @@ def prepare(model: nn.Module, recipe: Recipe, task: str, notes: list[str] | None
     notes = notes if notes is not None else []
     model = copy.deepcopy(model)
     if recipe.adapter is not None:
-        if task != "causal_lm":
-            raise ValueError(f"{recipe.adapter.kind} adapts a causal LM's projections, not a {task} model")
+        if task == "vision":
+            raise ValueError(f"{recipe.adapter.kind} adapts a transformer's projections, not a {task} model")
         for p in model.parameters():
             p.requires_grad_(False)
         model = attach(model, recipe.adapter)

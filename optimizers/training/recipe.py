@@ -19,7 +19,8 @@ class Adapter:
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    targets: tuple[str, ...] = ("q_proj", "v_proj")  # Hu et al. 2021 adapt W_q and W_v (peft's default too)
+    # Hu et al. 2021 adapt W_q and W_v (peft's default too): Llama's names and BERT's; those present are used
+    targets: tuple[str, ...] = ("q_proj", "v_proj", "query", "value")
     lr: float = 1e-3
 
 

@@ -56,7 +56,18 @@ class VisionTrain:
     labels: torch.Tensor  # (N,) int64
 
 
-TrainSplit = LMTrain | VisionTrain
+@dataclass
+class PairTrain:
+    """A sentence encoder's training split: (text, its match) pairs, trained with in-batch
+    negatives; ``held_out`` pairs for the eval loss; the tokenizer that turns them into batches."""
+
+    pairs: list[tuple[str, str]]
+    held_out: list[tuple[str, str]]
+    tokenizer: Any
+    max_length: int = 64
+
+
+TrainSplit = LMTrain | VisionTrain | PairTrain
 
 
 @dataclass

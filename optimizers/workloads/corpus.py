@@ -83,3 +83,26 @@ def train_split(tokenizer, skip: int = 0):
         return LMTrain(split_tokens(tokenizer, "train", TRAIN_TOKENS, skip=skip))
 
     return build
+
+
+def docstring_pairs(split: str, limit: int = 4096) -> list[tuple[str, str]]:
+    """(first docstring line, ``def`` signature) of the split's documented functions, in file
+    order: a sentence-pair task from the same files as the LMs' corpus (a sentence encoder is
+    fine-tuned to match each description with its function)."""
+    import ast
+
+    out: list[tuple[str, str]] = []
+    for text in read_split(split):
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = (ast.get_docstring(node) or "").strip().splitlines()
+                if doc and len(doc[0]) >= 12 and not node.name.startswith("_"):
+                    args = ", ".join(a.arg for a in node.args.args)
+                    out.append((doc[0].strip(), f"def {node.name}({args})"))
+                    if len(out) >= limit:
+                        return out
+    return out

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from optimizers.workloads.base import EncoderEval, Workload, WorkloadError
+from optimizers.workloads.base import EncoderEval, PairTrain, Workload, WorkloadError
+from optimizers.workloads.corpus import docstring_pairs
 
 EVAL_SET = Path(__file__).resolve().parent / "assets" / "minilm" / "eval_set.json"
 MAX_LENGTH = 128
@@ -85,6 +86,7 @@ def load(device: str = "cpu") -> Workload:
         calibration=calibration_batches(tokenizer, data["calibration"]),
         tokenizer=tokenizer,
         device=device,
+        train=lambda: PairTrain(docstring_pairs("train"), docstring_pairs("test", limit=512), tokenizer),
         meta={
             "config": {k: cfg[k] for k in CONFIG_KEYS if k in cfg},
             "family": "bert",

@@ -14,7 +14,8 @@ from jobs import pipeline, submit
 PB = {
     "name": "training-test", "title": "training test", "when": {"goal": ["finetune"]},
     "training": {"steps": 5, "warmup": 1, "batch_size": 4, "seq_len": 32, "lr": 0.001},
-    "steps": [{"technique": "bf16_mixed_precision"}, {"technique": "activation_checkpointing"},
+    "steps": [{"technique": "bf16_mixed_precision", "params": {"on_emulating_cpu": True}},
+              {"technique": "activation_checkpointing"},
               {"technique": "gradient_accumulation", "params": {"micro_batches": 2}},
               {"technique": "nf4"}, {"technique": "qlora", "params": {"rank": 4}},
               {"technique": "sequence_parallel"}, {"technique": "paged_kv_cache"}],

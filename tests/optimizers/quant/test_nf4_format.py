@@ -73,3 +73,23 @@ def test_linear_nf4_forward_and_bytes(double_quant):
 def test_block_size_must_divide():
     with pytest.raises(ValueError, match="block_size=64 must divide"):
         quantize_nf4(torch.randn(100), 64)
+
+
+def test_the_pair_table_dequantizes_exactly_like_code_by_code_lookup():
+    from quant import packing
+
+    torch.manual_seed(3)
+    m = QuantLinearNF4(torch.randn(48, 128))
+    codes = packing.unpack_int4(m.packed).reshape(-1)
+    ref = dequantize_nf4(codes, m.block_absmax(), 64).reshape(48, 128)
+    assert torch.equal(m.dequantized_weight(), ref)
+
+
+def test_an_nf4_layer_gives_its_input_the_gradient_of_its_dequantized_weight():
+    torch.manual_seed(4)
+    m = QuantLinearNF4(torch.randn(32, 64))
+    x = torch.randn(5, 64, requires_grad=True)
+    m(x).pow(2).sum().backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    (x2 @ m.dequantized_weight().T).pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)

@@ -167,3 +167,35 @@ def test_a_training_split_is_required():
         train(wl, Recipe(), CFG)
     with pytest.raises(ValueError, match="must exceed warmup=2 by at least 2"):
         TrainingConfig(steps=3, warmup=2)
+
+
+def test_16bit_autocast_is_skipped_on_a_cpu_that_would_emulate_it(monkeypatch):
+    from optimizers import measure, registry
+    from optimizers.base import Target
+
+    bf16, fp16 = registry.get("bf16_mixed_precision"), registry.get("fp16_mixed_precision")
+    monkeypatch.setattr(measure, "cpu_flags", lambda: {"avx2", "avx512f"})
+    v = bf16.check(Target(task="causal_lm"), bf16.config())
+    assert v.status == "refused" and "on_emulating_cpu: true" in v.reason and "avx512_bf16" in v.reason
+    assert bf16.check(Target(task="causal_lm"), bf16.config({"on_emulating_cpu": True})).runnable
+    assert bf16.check(Target(device="cuda", task="causal_lm"), bf16.config()).status != "refused"
+    monkeypatch.setattr(measure, "cpu_flags", lambda: {"avx512_bf16"})
+    assert bf16.check(Target(task="causal_lm"), bf16.config()).runnable
+    assert fp16.check(Target(task="causal_lm"), fp16.config()).status == "refused"  # bf16 units are not fp16 units
+
+
+def test_a_sentence_encoder_trains_on_docstring_signature_pairs_with_in_batch_negatives():
+    from optimizers.training.loop import task_loss
+
+    wl = load_workload("minilm")
+    split = wl.train()
+    assert split.pairs[0][1].startswith("def ") and len(split.held_out) > 16
+    cfg = TrainingConfig(steps=4, warmup=1, batch_size=8, seq_len=32, lr=5e-5, eval_batches=2)
+    batch = train_batches(wl, 4, 8, 32, seed=0)[0]
+    assert batch["a_input_ids"].shape[0] == batch["b_input_ids"].shape[0] == 8
+    # the loss is InfoNCE: each text against its own match (the diagonal) among all matches
+    loss = task_loss(wl.model, batch, "encoder")
+    assert 0 < float(loss) < torch.log(torch.tensor(8.0)) + 1
+    m = measure_training(wl, runtime={"training": {"adapter": {"kind": "lora", "rank": 4}}}, training=cfg).metrics
+    assert 0 < m["trainable_fraction"] < 0.01  # LoRA on BERT's query / value
+    assert m["merge_output_rel_error"] < 1e-5 and "pair_spearman" in m
