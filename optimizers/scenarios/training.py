@@ -128,6 +128,9 @@ def measure_training(workload: Any, reference: Any = None, *, runtime: dict[str,
     values |= est
     if est:
         values["estimate_error"] = est["estimated_train_memory_bytes"] / values["train_peak_memory_bytes"] - 1.0
+    else:
+        result.notes.append("no estimate: the estimator's formula covers transformer LMs trained in full or with "
+                            "adapters, not a CNN or a full fine-tune of a quantized model")
     probe = _first_held_out(workload, cfg)
     before = _outputs(result.model, probe)
     trained = workload.with_model(merge(result.model).eval())
