@@ -187,7 +187,10 @@ def _run_step(rec: RunRecorder, index: int, step, state: _State, baseline, hb: _
     if not verdict.runnable:
         rec.step_skipped(index, verdict.to_dict())
         return state
-    record = tech.apply(state.workload, cfg)
+    from optimizers.training.transform import progress
+
+    with progress(_Progress(rec, index, hb)):  # a step that trains reports its steps and stops on cancel
+        record = tech.apply(state.workload, cfg)
     hb.check()
     settings = merge_settings(state.settings, record.settings)  # settings accumulate; transforms replace the workload
     if record.check_metrics is not None:  # a correctness-check step: its own figures, nothing re-measured

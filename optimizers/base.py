@@ -52,6 +52,8 @@ class Target:
     head_linear: bool = False  # the output projection (lm_head) is a plain nn.Linear (selected only on request)
     quantized: bool = False  # the model holds quantized Linear layers (what an exporter writes)
     draft: str | None = None  # the workload's own draft model: its name (or its class, when given as a model)
+    has_train: bool = True  # the workload has a training split (what a technique that trains needs)
+    attention_heads: tuple[int, int] | None = None  # (query heads, K/V heads) of a transformers model's attention
 
     @classmethod
     def of(cls, workload: "Workload") -> "Target":
@@ -76,6 +78,8 @@ class Target:
             head_linear=type(head) is torch.nn.Linear,
             quantized=any(type(m).__name__.startswith("QuantLinear") for m in workload.model.modules()),
             draft=None if draft is None else (draft if isinstance(draft, str) else type(draft).__name__),
+            has_train=workload.train is not None,
+            attention_heads=_attention_heads(workload.model),
         )
 
     def after(self, technique: "Technique", config: "TechniqueConfig | None" = None) -> "Target":
@@ -87,6 +91,15 @@ class Target:
             return replace(self, has_linear=False, linears=(), quantized=True,
                            head_linear=self.head_linear and not took_head)
         return self
+
+
+def _attention_heads(model: Any) -> tuple[int, int] | None:
+    cfg = getattr(model, "config", None)
+    q = getattr(cfg, "num_attention_heads", None)
+    if not isinstance(q, int):
+        return None
+    kv = getattr(cfg, "num_key_value_heads", None)
+    return q, kv if isinstance(kv, int) else q
 
 
 @dataclass

@@ -503,6 +503,24 @@ def _vision(wl: Workload, reference: Measurement | None, s: SpeedSettings, speed
     return out, logits, forward
 
 
+def quality(wl: Workload) -> dict[str, float]:
+    """The task's quality figures alone (perplexity, accuracy, pair Spearman), no speed and no
+    reference: what a training step or a comparison model is judged by, as the scenario judges."""
+    from dataclasses import replace
+
+    with torch.no_grad():
+        was = wl.model.training
+        wl.model.eval()
+        try:
+            if wl.task == "causal_lm":  # greedy answers: the inference scenario's, not a training figure
+                return _lm_quality(replace(wl, eval=replace(wl.eval, answers=[])), None)[0]
+            if wl.task == "vision":
+                return _vision(wl, None, SpeedSettings.from_env(), speed=False)[0]
+            return _encoder(wl, None, SpeedSettings.from_env(), speed=False)[0]
+        finally:
+            wl.model.train(was)
+
+
 def parameter_count(model: torch.nn.Module) -> int:
     """Elements of the model's parameters (shared ones once); the workload records it at load,
     before any transform packs or removes them, so every step divides by the same count."""

@@ -32,10 +32,16 @@ def layer_figure(name: str, table: dict[str, float]) -> go.Figure:
     return fig
 
 
-def curve_figure(name: str, values: list[float]) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=list(range(1, len(values) + 1)), y=values, mode="lines+markers"))
-    fig.update_layout(title=f"{name.replace('_', ' ')} (computed by the step)", height=260,
-                      margin=dict(l=10, r=10, t=40, b=10), xaxis_title="step")
+CURVE_NAMES = {"loss_curve": "this step's training", "control_loss_curve": "the same student without the teacher"}
+
+
+def curve_figure(series: dict[str, list[float]]) -> go.Figure:
+    """Every curve of a step on one chart (a distillation's loss beside its control's)."""
+    fig = go.Figure([go.Scatter(x=list(range(1, len(v) + 1)), y=v, mode="lines+markers",
+                                name=CURVE_NAMES.get(k, k.replace("_", " "))) for k, v in series.items()])
+    title = next(iter(series)).replace("_", " ") if len(series) == 1 else "training loss per step"
+    fig.update_layout(title=f"{title} (computed by the step)", height=260, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title="step", showlegend=len(series) > 1)
     return fig
 
 
@@ -49,8 +55,8 @@ def step_diagnostics(step: dict[str, Any], key: str) -> None:
                          hide_index=True)
         for name, table in per_layer(details).items():
             st.plotly_chart(layer_figure(name, table), key=f"{key}-{name}")
-        for name, values in curves(details).items():
-            st.plotly_chart(curve_figure(name, values), key=f"{key}-{name}")
+        if series := curves(details):
+            st.plotly_chart(curve_figure(series), key=f"{key}-curves")
         if details.get("settings"):
             st.caption("settings this step adds to the scenario: " + md_escape(str(details["settings"])))
         for path in details.get("artifacts") or []:

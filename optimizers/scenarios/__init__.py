@@ -50,7 +50,7 @@ TRAINING_METRICS = (
 )
 TRAINING_SETTINGS = frozenset({"bf16_mixed_precision", "fp16_mixed_precision", "activation_checkpointing",
                                "gradient_accumulation", "adam_8bit", "adam_4bit", "lora", "dora", "qlora", "fsdp",
-                               "zero"})
+                               "zero", "data_pruning", "curriculum_learning"})
 
 SCENARIOS: dict[str, Scenario] = {
     "inference": Scenario("inference", "single-request inference: bytes, quality, prefill/decode, peak memory, fidelity",

@@ -94,8 +94,6 @@ def measure_training(workload: Any, reference: Any = None, *, runtime: dict[str,
                      training: TrainingConfig | None = None,
                      progress: Callable[[int, int, float], None] | None = None) -> Any:
     """Train a copy of ``workload``'s model under the recipe in ``runtime``; the figures above."""
-    from dataclasses import replace
-
     from optimizers import measure as H
     from optimizers.training.adapters import merge
     from optimizers.training.recipe import Recipe
@@ -140,13 +138,7 @@ def measure_training(workload: Any, reference: Any = None, *, runtime: dict[str,
     values["stored_bytes"] = float(H.stored_bytes(trained.model))
     values |= H.sixteen_bit_reference(values["stored_bytes"], workload.meta.get("param_count")
                                       or H.parameter_count(workload.model))
-    if workload.task == "causal_lm":
-        quiet = replace(trained, eval=replace(trained.eval, answers=[]))  # greedy answers: the inference scenario's
-        values |= H._lm_quality(quiet, None)[0]
-    elif workload.task == "vision":
-        values |= H._vision(trained, None, H.SpeedSettings.from_env(), speed=False)[0]
-    elif workload.task == "encoder":  # the labelled pairs: does fine-tuning keep the general-purpose similarity?
-        values |= H._encoder(trained, None, H.SpeedSettings.from_env(), speed=False)[0]
+    values |= H.quality(trained)  # an encoder's labelled pairs: does fine-tuning keep the general similarity?
     notes = [f"recipe: {recipe.describe()}; {cfg.steps} steps of {cfg.batch_size} × "
              + (f"{cfg.seq_len} tokens" if workload.task == "causal_lm" else "images")
              + f", {cfg.warmup} warm-up + 1 profiled step untimed", *result.notes]

@@ -18,10 +18,16 @@ def _split(workload: Workload) -> LMTrain | VisionTrain:
     return workload.train()
 
 
-def train_batches(workload: Workload, steps: int, batch_size: int, seq_len: int, seed: int) -> list[Any]:
-    """``steps`` batches in a fixed order: (batch_size, seq_len) token ids, or (images, labels)."""
+def train_batches(workload: Workload, steps: int, batch_size: int, seq_len: int, seed: int,
+                  selection: Any = None, scorer: Any = None) -> list[Any]:
+    """``steps`` batches in a fixed order: (batch_size, seq_len) token ids, or (images, labels).
+    With a ``selection`` (``optimizers.training.selection``) the examples are chosen and ordered by
+    ``scorer``'s difficulty scores instead (data pruning, curriculum)."""
     split = _split(workload)
     g = torch.Generator().manual_seed(seed)
+    if selection is not None and isinstance(split, PairTrain):
+        raise ValueError("data selection scores LM windows and labelled images; a sentence-pair split has no "
+                         "per-example labels to score against")
     if isinstance(split, PairTrain):
         n = len(split.pairs)
         if n < batch_size:
@@ -30,15 +36,35 @@ def train_batches(workload: Workload, steps: int, batch_size: int, seq_len: int,
         rows = order[: steps * batch_size].reshape(steps, batch_size).tolist()
         return [pair_batch(split, [split.pairs[i] for i in row]) for row in rows]
     if isinstance(split, VisionTrain):
-        n = split.labels.numel()
-        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-steps * batch_size // n))])
-        idx = order[: steps * batch_size].reshape(steps, batch_size)
+        n, needed = split.labels.numel(), steps * batch_size
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-needed // n))])[:needed]
+        if selection is not None:
+            from optimizers.training.selection import scores
+
+            s = scores(scorer, [(split.images[i], split.labels[i]) for i in range(n)], "vision", selection.score,
+                       workload.device)
+            if selection.kind == "curriculum":  # the baseline's own images, easiest first
+                order = order[s[order].argsort(stable=True)]
+            else:  # the hardest fraction of the training set, in epochs of its own shuffles
+                kept = s.argsort(descending=True)[: max(1, round(selection.keep * n))]
+                order = torch.cat([kept[torch.randperm(len(kept), generator=g)]
+                                   for _ in range(-(-needed // len(kept)))])[:needed]
+        idx = order.reshape(steps, batch_size)
         return [(split.images[i], split.labels[i]) for i in idx]
     ids = split.token_ids
     if ids.numel() < seq_len + 1:
         raise ValueError(f"seq_len={seq_len} exceeds the {ids.numel()}-token train split of {workload.name!r}")
-    starts = torch.randint(0, ids.numel() - seq_len, (steps, batch_size), generator=g)
-    return [torch.stack([ids[s : s + seq_len] for s in row.tolist()]) for row in starts]
+    needed = steps * batch_size
+    if selection is None:
+        starts = torch.randint(0, ids.numel() - seq_len, (steps, batch_size), generator=g)
+        return [torch.stack([ids[s : s + seq_len] for s in row.tolist()]) for row in starts]
+    from optimizers.training.selection import pool_size, scores, select
+
+    starts = torch.randint(0, ids.numel() - seq_len, (pool_size(needed, selection),), generator=g)
+    windows = [ids[s : s + seq_len] for s in starts.tolist()]
+    chosen = select(windows, scores(scorer, windows, "causal_lm", selection.score, workload.device), needed,
+                    selection, g)
+    return [torch.stack(chosen[k * batch_size : (k + 1) * batch_size]) for k in range(steps)]
 
 
 def eval_batches(workload: Workload, n_batches: int, batch_size: int, seq_len: int) -> list[Any]:

@@ -32,20 +32,62 @@ def task_loss(model: nn.Module, batch: Any, task: str) -> torch.Tensor:
     (InfoNCE, van den Oord et al. 2018; Henderson et al. 2017's multiple-negatives ranking)."""
     if task == "causal_lm":
         return model(input_ids=batch, labels=batch, use_cache=False).loss
+    logits, targets = task_logits(model, batch, task)
+    return F.cross_entropy(logits.float(), targets)
+
+
+def task_logits(model: nn.Module, batch: Any, task: str, hidden: bool = False) -> tuple[torch.Tensor, ...]:
+    """The task's logits and its class targets, flattened to (N, classes) and (N,): each next-token
+    prediction of a causal LM, each image's classes, each encoder text's in-batch similarities
+    (× ``PAIR_SCALE``) to every match. What cross-entropy and a distillation loss both read; with
+    ``hidden`` the hidden states (a tuple, embeddings first) come third (transformers models)."""
+    if task == "causal_lm":
+        out = model(input_ids=batch, use_cache=False, output_hidden_states=hidden)
+        logits = out.logits[:, :-1]
+        res = (logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        return (*res, out.hidden_states) if hidden else res
     if task == "encoder":
         from optimizers.workloads.minilm import mean_pool
 
+        states = []
+
         def embed(side: str) -> torch.Tensor:
             ids, mask = batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"]
-            return F.normalize(mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask), dim=-1)
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
+            if hidden and side == "a":
+                states.extend(out.hidden_states)
+            return F.normalize(mean_pool(out.last_hidden_state, mask), dim=-1)
 
         a, b = embed("a"), embed("b")
-        logits = PAIR_SCALE * a @ b.T
-        return F.cross_entropy(logits.float(), torch.arange(len(a), device=logits.device))
+        res = (PAIR_SCALE * a @ b.T, torch.arange(len(a), device=a.device))
+        return (*res, tuple(states)) if hidden else res
     if task == "vision":
+        if hidden:
+            raise ValueError("hidden-state matching needs a transformers model; a vision classifier gives logits only")
         images, labels = batch
-        return F.cross_entropy(model(images), labels)
+        return model(images), labels
     raise ValueError(f"the training scenario trains causal LMs, sentence encoders and image classifiers, not {task}")
+
+
+class TrainHook:
+    """What a training transform adds to the loop (distillation, sparse training): its own loss,
+    extra trainable parameters (a feature projection), and calls around every optimizer step.
+    The defaults do nothing, so the loop without hooks is the training scenario's."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def loss(self, model: nn.Module, batch: Any, task: str) -> torch.Tensor | None:
+        return None  # None: the task's own loss
+
+    def on_start(self, model: nn.Module) -> None:
+        pass
+
+    def before_step(self, model: nn.Module, k: int) -> None:
+        """After the step's backward, before the optimizer reads the gradients."""
+
+    def after_step(self, model: nn.Module, k: int) -> None:
+        """After the optimizer step (``k`` counts from 0)."""
 
 
 def to_device(batch: Any, device: str) -> Any:
@@ -129,23 +171,29 @@ def eval_loss(model: nn.Module, batches: list[Any], task: str, device: str) -> f
 
 def train(workload, recipe: Recipe, cfg, on_step: Callable[[int, int, float], None] | None = None,
           rank: int = 0, world: int = 1, wrap: Callable[[nn.Module], nn.Module] | None = None,
-          make_opt: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None) -> TrainResult:
+          make_opt: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+          start: nn.Module | None = None, hooks: tuple[TrainHook, ...] = ()) -> TrainResult:
     """K steps of ``recipe`` on ``workload``'s fixed batch order. ``rank``/``world``, ``wrap`` and
     ``make_opt`` are the data-parallel hooks ``distributed.py`` uses (each rank its slice of every
-    batch; the sharded model and optimizer); alone, one process trains on whole batches."""
+    batch; the sharded model and optimizer); alone, one process trains on whole batches. ``start``
+    trains another model than the workload's (a distillation student, on the same data); ``hooks``
+    add a loss, parameters and per-step work (``TrainHook``). The held-out loss is the task's."""
     from optimizers.scenarios.training import check_config
 
     check_config(cfg)
     device, task = workload.device, workload.task
     torch.manual_seed(cfg.seed)
-    batches = train_batches(workload, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.seed)
+    batches = train_batches(workload, cfg.steps, cfg.batch_size, cfg.seq_len, cfg.seed,
+                            selection=recipe.data, scorer=_scorer(workload, recipe, cfg))
     held_out = eval_batches(workload, cfg.eval_batches, cfg.batch_size, cfg.seq_len)
     notes: list[str] = []
-    model = prepare(workload.model, recipe, task, notes)
+    model = prepare(workload.model if start is None else start, recipe, task, notes)
     before = eval_loss(model, held_out, task, device)
     if wrap is not None:
         model = wrap(model)
-    params = [p for p in model.parameters() if p.requires_grad]
+    for h in hooks:
+        h.on_start(model)
+    params = [p for p in model.parameters() if p.requires_grad] + [p for h in hooks for p in h.parameters()]
     if not params:
         raise ValueError("nothing to train: the model has no trainable parameters under this recipe")
     lr = recipe.adapter.lr if recipe.adapter is not None else cfg.lr
@@ -171,16 +219,20 @@ def train(workload, recipe: Recipe, cfg, on_step: Callable[[int, int, float], No
             total = 0.0
             for micro in split_micro(batch, recipe.accumulation):
                 with (probe.forward() if probe else nullcontext()), autocast():
-                    loss = task_loss(model, micro, task) / recipe.accumulation
+                    loss = _loss(model, micro, task, hooks) / recipe.accumulation
                 (scaler.scale(loss) if scaler else loss).backward()
                 total += float(loss.detach())
             if probe:
                 memory["grads"] = mem.grad_bytes(model)
+            for h in hooks:
+                h.before_step(model, k)
             if scaler:
                 scaler.step(opt)
                 scaler.update()
             else:
                 opt.step()
+            for h in hooks:
+                h.after_step(model, k)
         sync()
         dt = (time.perf_counter() - t0) * 1e3
         if probe:
@@ -202,6 +254,27 @@ def train(workload, recipe: Recipe, cfg, on_step: Callable[[int, int, float], No
     return TrainResult(model, losses, step_ms, batch_tokens(batches[0]), memory, trainable, count,
                        eval_loss=_mean_over_ranks(after) if world > 1 else after, eval_loss_before=before,
                        notes=notes)
+
+
+def _scorer(workload, recipe: Recipe, cfg) -> nn.Module | None:
+    """The model that scores examples for a data selection: the starting model, or a copy trained
+    for the selection's warm-up steps on the full data (the same seed, the plain recipe)."""
+    if recipe.data is None:
+        return None
+    if not recipe.data.warmup_steps:
+        return workload.model
+    if recipe.data.warmup_steps < 3:
+        raise ValueError(f"warmup_steps={recipe.data.warmup_steps}: use 0 (score with the starting model) or ≥ 3")
+    warm = cfg.model_copy(update={"steps": recipe.data.warmup_steps, "warmup": 1})
+    return train(workload, Recipe(), warm).model.eval()
+
+
+def _loss(model: nn.Module, batch: Any, task: str, hooks: tuple[TrainHook, ...]) -> torch.Tensor:
+    for h in hooks:
+        loss = h.loss(model, batch, task)
+        if loss is not None:
+            return loss
+    return task_loss(model, batch, task)
 
 
 def _mean_over_ranks(x: float) -> float:

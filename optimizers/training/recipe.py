@@ -34,6 +34,17 @@ class Sharding:
 
 
 @dataclass(frozen=True)
+class DataSelection:
+    """Which examples train and in what order (``optimizers.training.selection``): the hardest
+    ``keep`` fraction by difficulty score (data pruning), or easy → hard (curriculum)."""
+
+    kind: Literal["prune", "curriculum"] = "prune"
+    keep: float = 0.5  # prune: fraction of the candidates kept
+    score: Literal["el2n", "loss"] = "el2n"
+    warmup_steps: int = 0  # steps of training on the full data before scoring (0: the starting model scores)
+
+
+@dataclass(frozen=True)
 class Recipe:
     precision: Precision = "fp32"
     checkpointing: int = 0  # 0: off; n: every n-th decoder layer recomputed in backward
@@ -41,6 +52,7 @@ class Recipe:
     optimizer: OptimizerName = "adamw"
     adapter: Adapter | None = None
     sharding: Sharding | None = None
+    data: DataSelection | None = None  # which examples train, in what order (data pruning, curriculum)
 
     @classmethod
     def of(cls, settings: dict[str, Any] | None) -> "Recipe":
@@ -48,8 +60,10 @@ class Recipe:
         t = dict((settings or {}).get("training") or {})
         adapter = t.pop("adapter", None)
         sharding = t.pop("sharding", None)
+        data = t.pop("data", None)
         return cls(**t, adapter=Adapter(**adapter) if isinstance(adapter, dict) else adapter,
-                   sharding=Sharding(**sharding) if isinstance(sharding, dict) else sharding)
+                   sharding=Sharding(**sharding) if isinstance(sharding, dict) else sharding,
+                   data=DataSelection(**data) if isinstance(data, dict) else data)
 
     def describe(self) -> str:
         parts = [self.precision + (" autocast" if self.precision != "fp32" else ""),
@@ -65,4 +79,8 @@ class Recipe:
             parts.append("full fine-tune")
         if self.sharding:
             parts.append(f"ZeRO-{self.sharding.stage} over {self.sharding.ranks} ranks")
+        if self.data:
+            d = self.data
+            parts.append((f"the hardest {d.keep:.0%} of the candidates" if d.kind == "prune" else "easy-to-hard order")
+                         + f" by {d.score}" + (f" after {d.warmup_steps} warm-up steps" if d.warmup_steps else ""))
         return ", ".join(parts)

@@ -82,10 +82,19 @@ class Workload:
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"config": {...}, "draft": Workload}
     # the training split, built on first call (tokenizing a split costs seconds); None: no training here
     train: Callable[[], TrainSplit] | None = None
+    # the model before the first step replaced it (the teacher of a recovery distillation); None: this one
+    original: torch.nn.Module | None = None
 
     def with_model(self, model: torch.nn.Module, **meta: Any) -> "Workload":
-        """A copy carrying a new model (and optional extra meta); the original stays intact."""
-        return replace(self, model=model, meta={**self.meta, **meta})
+        """A copy carrying a new model (and optional extra meta); the original stays intact, and
+        the copy remembers the model it descends from (``original``)."""
+        return replace(self, model=model, meta={**self.meta, **meta},
+                       original=self.original if self.original is not None else self.model)
+
+    @property
+    def uncompressed(self) -> torch.nn.Module:
+        """The model this workload started from, before any step changed it."""
+        return self.original if self.original is not None else self.model
 
 
 class WorkloadError(ValueError):

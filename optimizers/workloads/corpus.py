@@ -52,7 +52,7 @@ def read_split(split: str, root: Path | None = None) -> list[str]:
     return [(root / f).read_text(encoding="utf-8", errors="replace") for f in split_files(split, root)]
 
 
-TRAIN_TOKENS = 65_536  # tokens of the train split a workload offers the training scenario
+TRAIN_TOKENS = 1_048_576  # tokens of the train split a workload offers (enough for a few hundred steps without epochs)
 
 
 def split_tokens(tokenizer, split: str, n_tokens: int, skip: int = 0):
