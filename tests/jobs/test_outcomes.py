@@ -40,10 +40,10 @@ def test_missed_gate_is_stored_and_shown_first(migrated_sqlite, page):
 
 
 def test_nothing_executed_is_not_a_plain_success(migrated_sqlite, page):
-    summary = _run({"name": "advice", "title": "advice only", "steps": [{"technique": "lottery_ticket"}]})
+    summary = _run({"name": "advice", "title": "advice only", "steps": [{"technique": "born_again"}]})
     assert summary["status"] == "succeeded" and summary["executed"] is False
     at = page("run.py", {"run": str(summary["run_id"])})
-    assert "Nothing executed here" in at.warning[0].value and "lottery\\_ticket" in at.warning[0].value  # escaped name
+    assert "Nothing executed here" in at.warning[0].value and "born\\_again" in at.warning[0].value  # escaped name
 
 
 def test_cli_exits_3_when_a_gate_missed(tmp_path):
