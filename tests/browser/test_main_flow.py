@@ -133,8 +133,11 @@ def test_guide_to_shared_link(app_server, browser):
     _shot(viewer, "07-shared-view")
 
     page.get_by_text("YAML and share links").first.click()
-    page.get_by_role("button", name="Revoke").first.click()
-    _idle(page)
+    revoke = page.get_by_role("button", name="Revoke").first
+    revoke.wait_for()
+    _idle(page)  # a click during a rerun can be dropped by Streamlit: click once it is idle
+    revoke.click()
+    page.get_by_text(re.compile(r"link #\d+ made .* — revoked")).first.wait_for(state="attached", timeout=60_000)
     revoked = browser.new_context().new_page()
     revoked.goto(f"{URL}/?share={token}")
     revoked.get_by_text("Link not found").wait_for()
