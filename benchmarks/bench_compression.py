@@ -114,9 +114,9 @@ def measure_all(log: Callable[[str], None] = print) -> dict[str, Any]:
 
 def kv_bytes(wl: Any) -> dict[str, float]:
     """The inference scenario's KV-cache bytes for one evaluation window (LMs)."""
-    from optimizers.measure import _lm_kv_cache
+    from optimizers.measure import lm_kv_cache
 
-    return {"kv_cache_bytes": _lm_kv_cache(wl, None)["kv_cache_bytes"]} if wl.task == "causal_lm" else {}
+    return {"kv_cache_bytes": lm_kv_cache(wl, None)["kv_cache_bytes"]} if wl.task == "causal_lm" else {}
 
 
 def _row(data: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -256,7 +256,7 @@ NOT_THROUGH_CACHE = ("kl_divergence", "top1_agreement", "output_rel_error", "ans
 
 
 @torch.inference_mode()
-def _lm_kv_cache(wl: Workload, setting: dict[str, Any] | None) -> dict[str, float]:
+def lm_kv_cache(wl: Workload, setting: dict[str, Any] | None) -> dict[str, float]:
     """KV-cache bytes for one evaluation window: the plain cache's (filled by one forward), or,
     under a ``kv_cache`` setting, the peak the quantized / sink cache held while every window was
     fed 32 tokens at a time through it — and then perplexity is that chunked one, so the cache's
@@ -564,7 +564,7 @@ def measure(
     if wl.task == "causal_lm":
         q, outputs = _lm_quality(wl, reference)
         values |= q
-        values |= _lm_kv_cache(wl, runtime.get("kv_cache"))
+        values |= lm_kv_cache(wl, runtime.get("kv_cache"))
         if runtime.get("kv_cache"):  # KL / top-1 / answers are not computed through the cache: not reported
             values = {k: v for k, v in values.items() if k not in NOT_THROUGH_CACHE}
         forward = None

@@ -95,6 +95,36 @@ def nm_mask(scores: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     return keep.reshape(rows, cols)
 
 
+def parse_nm(pattern: str, field: str = "pattern") -> tuple[int, int] | None:
+    """"unstructured" → None; "N:M" → (N, M), N weights kept of every M (2:4, 4:8, 1:4 …)."""
+    if pattern == "unstructured":
+        return None
+    try:
+        n, m = (int(x) for x in pattern.split(":"))
+    except ValueError:
+        raise ValueError(f"{field}={pattern!r}: write 'unstructured' or 'N:M' (N kept of every M, e.g. '2:4')") from None
+    if not 0 < n < m <= 64:
+        raise ValueError(f"{field}={pattern!r}: need 0 < N < M ≤ 64 (N weights kept of every M), e.g. '2:4' or '1:4'")
+    return n, m
+
+
+def semi_structured(model: nn.Module, layers: Named) -> list[str]:
+    """Swap 2:4-sparse half-precision CUDA weights for ``torch.sparse.to_sparse_semi_structured``
+    tensors, which run on sparse tensor cores (compute capability ≥ 8.0); returns the names."""
+    from torch.sparse import to_sparse_semi_structured
+
+    done = []
+    for name, lin in layers:
+        w = lin.weight
+        if w.is_cuda and w.dtype in (torch.float16, torch.bfloat16) and is_nm_sparse(w.detach(), 2, 4):
+            try:  # the kernels want minimum shapes (e.g. rows and columns multiples of 64): others stay dense
+                lin.weight = nn.Parameter(to_sparse_semi_structured(w.detach()), requires_grad=False)
+            except (RuntimeError, ValueError):
+                continue
+            done.append(name)
+    return done
+
+
 def is_nm_sparse(w: torch.Tensor, n: int = 2, m: int = 4) -> bool:
     """At most ``n`` non-zeros in every group of ``m`` consecutive weights of each row."""
     return bool(((w.reshape(w.shape[0], -1, m) != 0).sum(-1) <= n).all())

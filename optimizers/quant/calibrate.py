@@ -240,6 +240,16 @@ def sequential(model: nn.Module, linear_names: Iterable[str], batches) -> Iterat
             yield group, batches
 
 
+def layer_hessians(model: nn.Module, linear_names: Iterable[str], batches) -> Iterator[tuple[str, nn.Linear, torch.Tensor]]:
+    """(name, Linear, H) for each named Linear, block after block of the model (``sequential``):
+    the caller replaces the layer before asking for the next, so later blocks' Hessians come from
+    inputs that passed the already-replaced blocks (GPTQ's and SparseGPT's order)."""
+    for group, feed in sequential(model, linear_names, batches):
+        hessians = collect_hessians(model, group, feed)
+        for name in group:
+            yield name, model.get_submodule(name), hessians[name]
+
+
 def _block_list(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
     """The repeated blocks: the largest nn.ModuleList, with its name prefix ("model.layers.")."""
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]

@@ -9,6 +9,24 @@ import torch
 from optimizers.quant.modules import check_bits, quant_params, quantize_codes
 
 
+def dead_inputs_zeroed(W: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float copies of W (N, K) and H (K, K) with never-active inputs (diag(H) = 0) made
+    harmless: H's diagonal there set to 1, W's columns there set to 0 (the reference's handling)."""
+    W = W.detach().clone().float()
+    H = H.detach().clone().float()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    return W, H
+
+
+def inverse_hessian_factor(H: torch.Tensor, damp: float) -> torch.Tensor:
+    """The upper Cholesky factor of (H + λI)⁻¹, λ = damp · mean diag(H): row i from column i on
+    holds what the OBS update of column i needs (GPTQ and SparseGPT share it)."""
+    H = H + damp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], device=H.device)
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+
+
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int = 4, group_size: int = 128,
                   act_order: bool = False, damp: float = 0.01, block_size: int = 128,
                   symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -22,11 +40,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int = 4, group_size: i
     n, k = W.shape
     if group_size <= 0 or k % group_size:
         raise ValueError(f"group_size={group_size} must divide in_features={k}; try 32 or 64")
-    W = W.detach().clone().float()
-    H = H.detach().clone().float()
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
+    W, H = dead_inputs_zeroed(W, H)
 
     groups = k // group_size
     if act_order:  # static groups from the original weight
@@ -39,8 +53,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int = 4, group_size: i
         perm = torch.arange(k, device=W.device)
     invperm = torch.argsort(perm)
 
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(k, device=H.device)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)  # (K, K)
+    Hinv = inverse_hessian_factor(H, damp)  # (K, K)
 
     Q = torch.zeros_like(W)  # codes, permuted order
     bs = block_size if block_size % group_size == 0 or act_order else group_size * -(-block_size // group_size)
@@ -68,6 +81,13 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, bits: int = 4, group_size: i
     return codes, g_scale, g_zero
 
 
+def hessian_error(W: torch.Tensor, W_hat: torch.Tensor, H: torch.Tensor) -> float:
+    """tr(ΔW H ΔWᵀ) / tr(W H Wᵀ): the relative output error on the calibration inputs behind H."""
+    W = W.detach().float()
+    D = W - W_hat.float()  # (N, K)
+    return float(torch.einsum("nk,kl,nl->", D, H, D) / torch.einsum("nk,kl,nl->", W, H, W).clamp(min=1e-20))
+
+
 def layer_output_error(W: torch.Tensor, W_hat: torch.Tensor, X: torch.Tensor) -> float:
     """Relative output error ||X Wᵀ − X Ŵᵀ||² / ||X Wᵀ||² — the objective GPTQ minimises."""
     ref = X @ W.t().float()
@@ -79,18 +99,12 @@ def gptq_model(model, names: list[str], batches, bits: int = 4, group_size: int 
     """Quantize the named Linears of ``model`` in place, block by block: the Hessians of block
     i come from inputs produced by blocks < i already quantized. Returns each layer's
     relative output error on its own calibration inputs (the GPTQ objective, via H)."""
-    from optimizers.quant.calibrate import collect_hessians, sequential
+    from optimizers.quant.calibrate import layer_hessians
     from optimizers.quant.modules import QuantLinearInt4, dequantize_groupwise, set_module
 
     errors: dict[str, float] = {}
-    for group, feed in sequential(model, names, batches):
-        hessians = collect_hessians(model, group, feed)
-        for n in group:
-            lin = model.get_submodule(n)
-            H = hessians[n]
-            codes, scale, zero = gptq_quantize(lin.weight, H, bits, group_size, act_order, damp, block_size, symmetric)
-            D = lin.weight.detach().float() - dequantize_groupwise(codes, scale, zero, group_size)  # (N, K)
-            W = lin.weight.detach().float()
-            errors[n] = float(torch.einsum("nk,kl,nl->", D, H, D) / torch.einsum("nk,kl,nl->", W, H, W).clamp(min=1e-20))
-            set_module(model, n, QuantLinearInt4.from_codes(codes, scale, zero, group_size, lin.bias, bits))
+    for n, lin, H in layer_hessians(model, names, batches):
+        codes, scale, zero = gptq_quantize(lin.weight, H, bits, group_size, act_order, damp, block_size, symmetric)
+        errors[n] = hessian_error(lin.weight, dequantize_groupwise(codes, scale, zero, group_size), H)
+        set_module(model, n, QuantLinearInt4.from_codes(codes, scale, zero, group_size, lin.bias, bits))
     return errors

@@ -16,7 +16,8 @@ from optimizers.base import StepRecord, Target, TechniqueConfig, Verdict
 from optimizers.registry import register
 from optimizers.training import sparse
 from optimizers.training.distill import Distiller, every_second_layer
-from optimizers.training.transform import TrainBudget, TrainingTransform, fit, record, sparse_result, sparse_start
+from optimizers.training.transform import (TrainBudget, TrainingTransform, control_run, fit, record, sparse_result,
+                                           sparse_start)
 from optimizers.workloads.base import Workload
 
 
@@ -72,10 +73,6 @@ def reinitialised(model: Any, seed: int) -> Any:
     return type(model)(copy.deepcopy(model.config)).to(next(model.parameters()).device)
 
 
-def params(model: Any) -> float:
-    return float(H.parameter_count(model))
-
-
 @register
 class KnowledgeDistillation(TrainingTransform):
     name = "knowledge_distillation"
@@ -107,10 +104,10 @@ class KnowledgeDistillation(TrainingTransform):
         masks = sparse.MaskedTraining(sparse.masks_from_zeros(student))  # a pruned student keeps its pattern
         kd = Distiller(teacher, config.temperature, config.alpha, self.beta(config), student=student)
         model, figures, details = fit(workload, config, start=student, hooks=(kd, masks))
-        notes = [f"student: {what}; {params(model):,.0f} parameters vs the teacher's {params(teacher):,.0f}",
+        notes = [f"student: {what}; {H.parameter_count(model):,} parameters vs the teacher's {H.parameter_count(teacher):,}",
                  f"loss: {config.alpha:g}·T²·KL(teacher_T ‖ student_T) + {1 - config.alpha:g}·CE, T = {config.temperature:g}"
                  + (f", + {self.beta(config):g}·hidden-state loss over layers {kd.pairs}" if self.beta(config) else "")]
-        diag = {"student_params": params(model), "teacher_params": params(teacher)}
+        diag = {"student_params": float(H.parameter_count(model)), "teacher_params": float(H.parameter_count(teacher))}
         if masks.masks:
             notes.append(f"{len(masks.masks)} pruned layers kept their masks")
             more, s = sparse_result(model, config, csr)
@@ -121,11 +118,8 @@ class KnowledgeDistillation(TrainingTransform):
             conf = model.config.to_dict()
             meta["config"] = {k: conf.get(k, v) for k, v in workload.meta["config"].items()}
         if config.control:
-            plain, ctl_figures, ctl_details = fit(workload, config, start=student,
-                                                  hooks=(sparse.MaskedTraining(sparse.masks_from_zeros(student)),))
-            ctl = H.quality(workload.with_model(plain))
-            diag |= {f"control_{k}": v for k, v in ctl.items()} | {"control_eval_loss": ctl_figures["eval_loss"]}
-            details["control_loss_curve"] = ctl_details["loss_curve"]
-            notes.append("control: the same student trained on the same batches without the teacher; its figures "
-                         "are the control_* diagnostics")
+            ctl = control_run(workload, config, "the same student trained on the same batches without the teacher",
+                              notes, diag, details, start=student,
+                              hooks=(sparse.MaskedTraining(sparse.masks_from_zeros(student)),))
+            diag["control_eval_loss"] = ctl["eval_loss"]
         return record(workload, model, config, figures, details, notes, diag, **meta)

@@ -17,7 +17,7 @@ from optimizers.base import StepRecord
 from optimizers.registry import register
 from optimizers.training.distill import blocks, every_second_layer
 from optimizers.training.loop import TrainHook
-from optimizers.training.transform import TrainBudget, TrainingTransform, fit, record
+from optimizers.training.transform import TrainBudget, TrainingTransform, control_run, fit, record
 from optimizers.workloads.base import Workload
 
 
@@ -73,12 +73,9 @@ class Layerdrop(TrainingTransform):
         diag |= {f"untrained_pruned_{k}": v for k, v in H.quality(workload.with_model(every_second_layer(
             workload.model).eval())).items()}
         if config.control:
-            plain, ctl, ctl_details = fit(workload, config)
-            diag |= {f"control_{k}": v for k, v in H.quality(workload.with_model(
-                every_second_layer(plain).eval())).items()}
-            details["control_loss_curve"] = ctl_details["loss_curve"]
-            notes.append("control: the same fine-tune without LayerDrop, the same blocks removed (control_*); "
-                         "untrained_pruned_*: the blocks removed from the model as it was")
+            control_run(workload, config, "the same fine-tune without LayerDrop, the same blocks removed; "
+                        "untrained_pruned_*: the blocks removed from the model as it was", notes, diag, details,
+                        then=lambda m: every_second_layer(m).eval())
         meta = {"config": {**workload.meta["config"], "num_hidden_layers": pruned.config.num_hidden_layers}} \
             if "config" in workload.meta else {}
         return record(workload, pruned, config, figures, details, notes, diag, **meta)

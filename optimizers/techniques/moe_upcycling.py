@@ -21,7 +21,7 @@ from optimizers.quant.modules import set_module
 from optimizers.registry import register
 from optimizers.techniques.structured_pruning import gated_mlps
 from optimizers.training.loop import TrainHook, task_loss
-from optimizers.training.transform import TrainBudget, TrainingTransform, fit, record
+from optimizers.training.transform import TrainBudget, TrainingTransform, control_run, fit, record
 from optimizers.workloads.base import Workload
 
 
@@ -129,8 +129,5 @@ class MoeUpcycling(TrainingTransform):
                  f"{active:,} active per token (the dense model: {H.parameter_count(workload.model):,})",
                  f"expert load on a held-out window: {', '.join(f'{x:.0%}' for x in loads.tolist())} of the routed slots"]
         if config.control:
-            dense, ctl, ctl_details = fit(workload, config)
-            diag |= {f"control_{k}": v for k, v in H.quality(workload.with_model(dense)).items()}
-            details["control_loss_curve"] = ctl_details["loss_curve"]
-            notes.append("control: the dense model fine-tuned on the same batches (control_*)")
+            control_run(workload, config, "the dense model fine-tuned on the same batches", notes, diag, details)
         return record(workload, model, config, figures, details, notes, diag)

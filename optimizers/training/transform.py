@@ -84,6 +84,20 @@ class TrainingTransform(Technique):
         return verdict
 
 
+def control_run(workload: Any, budget: TrainBudget, what: str, notes: list[str], diagnostics: dict[str, float],
+                details: dict, start: Any = None, hooks: tuple = (), then: Callable[[Any], Any] = lambda m: m) -> dict[str, float]:
+    """The comparison a step needs: the same budget without the technique (``then`` turns the
+    trained control into what is compared, e.g. the same blocks removed). Its quality goes in
+    ``diagnostics`` as control_*, its curve in ``details``; returns its training figures."""
+    from optimizers import measure as H
+
+    model, figures, ctl_details = fit(workload, budget, start=start, hooks=hooks)
+    diagnostics |= {f"control_{k}": v for k, v in H.quality(workload.with_model(then(model))).items()}
+    details["control_loss_curve"] = ctl_details["loss_curve"]
+    notes.append(f"control: {what} (control_*)")
+    return figures
+
+
 def record(workload: Any, model: Any, budget: TrainBudget, figures: dict[str, float], details: dict,
            notes: list[str], diagnostics: dict[str, float] | None = None, **meta: Any) -> StepRecord:
     """The step's record: the trained model, its training cost and curve, what was done."""
@@ -91,14 +105,19 @@ def record(workload: Any, model: Any, budget: TrainBudget, figures: dict[str, fl
                       diagnostics={**figures, **(diagnostics or {})}, details=details)
 
 
-class SparseBudget(TrainBudget):
-    """A sparse-training technique's budget and target."""
+class SparseStorage(TechniqueConfig):
+    """How a trained sparse model is stored; a step without these fields stores by the defaults."""
 
-    sparsity: float = Field(0.5, gt=0.0, lt=1.0, description="final fraction of prunable Linear weights that are zero")
     include_lm_head: bool = Field(False, description="also prune the output projection (lm_head); usually costs quality")
     store_sparse: bool = Field(True, description="store layers whose sparsity reaches csr_min_sparsity as CSR")
     csr_min_sparsity: float = Field(0.8, ge=0.5, le=1.0, description="CSR storage threshold (below ~0.8 CSR is "
                                                                       "slower than dense on CPU, FACTS.md)")
+
+
+class SparseBudget(TrainBudget, SparseStorage):
+    """A sparse-training technique's budget and target."""
+
+    sparsity: float = Field(0.5, gt=0.0, lt=1.0, description="final fraction of prunable Linear weights that are zero")
     distill: bool = Field(False, description="also learn the starting (dense) model's softened logits while "
                                              "sparsifying (Sanh et al. 2020 distil their pruned BERTs too)")
     temperature: float = Field(2.0, gt=0, le=100, description="distillation temperature (distill=true)")
@@ -108,7 +127,7 @@ class SparseBudget(TrainBudget):
 def teacher_hooks(workload: Any, config: Any) -> tuple:
     """The distillation hook a sparse-training step adds when ``distill``: the dense model it starts
     from, frozen, as the teacher (it comes before the sparsity hook: its loss is the step's)."""
-    if not getattr(config, "distill", False):
+    if not (isinstance(config, SparseBudget) and config.distill):
         return ()
     from optimizers.training.distill import Distiller
 
@@ -131,15 +150,15 @@ def sparse_result(model: Any, config: Any, csr_before: list[str]) -> tuple[list[
     from optimizers import sparsity as S
     from optimizers.training.sparse import prunable
 
-    layers = prunable(model, getattr(config, "include_lm_head", False))
+    storage = config if isinstance(config, SparseStorage) else SparseStorage()
+    distilled = isinstance(config, SparseBudget) and config.distill
+    layers = prunable(model, storage.include_lm_head)
     achieved = S.layers_sparsity(layers)
-    swapped = []
-    if getattr(config, "store_sparse", True):
-        swapped = S.to_csr(model, layers, getattr(config, "csr_min_sparsity", 0.8))
+    swapped = S.to_csr(model, layers, storage.csr_min_sparsity) if storage.store_sparse else []
     again = [(n, m) for n, m in prunable(model, True) if n in csr_before]
     swapped += S.to_csr(model, again, 0.0)
     notes = [f"{achieved:.1%} of {len(layers)} prunable Linear layers' weights are zero (measured after training)"
              + (f"; distilled from the dense starting model (T = {config.temperature:g}, α = {config.alpha:g})"
-                if getattr(config, "distill", False) else ""),
-             S.storage_note(swapped, len(layers), getattr(config, "csr_min_sparsity", 0.8), achieved)]
+                if distilled else ""),
+             S.storage_note(swapped, len(layers), storage.csr_min_sparsity, achieved)]
     return notes, {"sparsity": achieved}
