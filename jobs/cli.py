@@ -133,8 +133,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def streamlit_cmd(port: int, address: str = "127.0.0.1") -> list[str]:
+    """Streamlit without its file watcher: watching the whole tree (the .venv too) cost most of a
+    core per open tab, on the cores the worker times runs on (issue 16)."""
     return [sys.executable, "-m", "jobs.webserver", "run", str(ROOT / "app.py"), "--server.address", address,
-            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
 
 
 def cmd_web(args: argparse.Namespace) -> int:

@@ -54,6 +54,9 @@ class Target:
     draft: str | None = None  # the workload's own draft model: its name (or its class, when given as a model)
     has_train: bool = True  # the workload has a training split (what a technique that trains needs)
     attention_heads: tuple[int, int] | None = None  # (query heads, K/V heads) of a transformers model's attention
+    convs: tuple[tuple[str, int, int, int, int, int], ...] = ()  # (name, out, in, kh, kw, groups) of each nn.Conv2d
+    tied_embeddings: bool | None = None  # the LM head shares the input embedding's storage (None: no such pair)
+    blocks: int | None = None  # transformer blocks (num_hidden_layers) of a transformers model
 
     @classmethod
     def of(cls, workload: "Workload") -> "Target":
@@ -80,6 +83,10 @@ class Target:
             draft=None if draft is None else (draft if isinstance(draft, str) else type(draft).__name__),
             has_train=workload.train is not None,
             attention_heads=_attention_heads(workload.model),
+            convs=tuple((n, m.out_channels, m.in_channels, *m.kernel_size, m.groups)
+                        for n, m in workload.model.named_modules() if type(m) is torch.nn.Conv2d),
+            tied_embeddings=_tied(head, getattr(workload.model, "get_input_embeddings", lambda: None)()),
+            blocks=_blocks(workload.model),
         )
 
     def after(self, technique: "Technique", config: "TechniqueConfig | None" = None) -> "Target":
@@ -91,6 +98,23 @@ class Target:
             return replace(self, has_linear=False, linears=(), quantized=True,
                            head_linear=self.head_linear and not took_head)
         return self
+
+
+def _tied(head: Any, embedding: Any) -> bool | None:
+    """Whether the output head's weight shares storage with the input embedding's (None: either
+    is missing or holds no plain weight tensor, e.g. a quantized head)."""
+    import torch
+
+    w_head, w_emb = getattr(head, "weight", None), getattr(embedding, "weight", None)
+    plain = (torch.Tensor, torch.nn.Parameter)  # a tensor subclass (torchao's packed weight) has no one storage
+    if type(w_head) not in plain or type(w_emb) not in plain:
+        return None
+    return w_head.untyped_storage().data_ptr() == w_emb.untyped_storage().data_ptr()
+
+
+def _blocks(model: Any) -> int | None:
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    return n if isinstance(n, int) else None
 
 
 def _attention_heads(model: Any) -> tuple[int, int] | None:

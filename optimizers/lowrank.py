@@ -1,6 +1,6 @@
 """Low-rank primitives: truncated SVD of a weight (Eckart–Young: the best rank-r approximation,
-error = norm of the dropped singular values), rank from an energy fraction, and the swap of
-a Linear for two smaller Linears (Denton et al. 2014; Jaderberg et al. 2014)."""
+error = norm of the dropped singular values), rank from an energy fraction or an error bound, and
+the swap of a Linear for two smaller Linears (Denton et al. 2014; Jaderberg et al. 2014)."""
 from __future__ import annotations
 
 import torch
@@ -22,6 +22,19 @@ def rank_for_energy(s: torch.Tensor, energy: float) -> int:
         raise ValueError(f"energy={energy} must be in (0, 1]")
     cum = torch.cumsum(s.double() ** 2, 0) / (s.double() ** 2).sum()
     return int(torch.searchsorted(cum, torch.tensor(energy - 1e-12, dtype=torch.float64, device=s.device))) + 1
+
+
+def tail_error(s: torch.Tensor, rank: int) -> float:
+    """‖W − W_r‖_F / ‖W‖_F of the best rank-r approximation: √(Σ_{i>r} s_i²) / √(Σ s_i²) (Eckart–Young)."""
+    s2 = s.double() ** 2
+    return float((s2[rank:].sum() / s2.sum()).sqrt())
+
+
+def rank_for_error(s: torch.Tensor, max_error: float) -> int:
+    """Smallest r with ``tail_error(s, r) ≤ max_error``: the rank holding 1 − max_error² of Σ s²."""
+    if not 0.0 < max_error < 1.0:
+        raise ValueError(f"max_error={max_error} must be in (0, 1); 1 would allow rank 0")
+    return rank_for_energy(s, 1.0 - max_error**2)
 
 
 def factored_params(out_f: int, in_f: int, rank: int) -> int:

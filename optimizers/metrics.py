@@ -103,6 +103,17 @@ METRICS: dict[str, MetricSpec] = {
     "llm_int8_outlier_fraction_mean": MetricSpec("", "lower", "LLM.int8 input columns kept in 16 bits, mean over layers"),
     "qat_loss_first": MetricSpec("", "lower", "QAT distillation loss, first step"),
     "qat_loss_last": MetricSpec("", "lower", "QAT distillation loss, last step"),
+    "onnx_export_s": MetricSpec("s", "lower", "ONNX export time"),
+    "onnx_nodes": MetricSpec("", "lower", "nodes in the exported ONNX graph"),
+    "onnx_quant_nodes": MetricSpec("", "closer_to_baseline", "quantization nodes in the ONNX graph (Q/DQ, integer ops)"),
+    "onnx_max_abs_diff": MetricSpec("", "lower", "max |ONNX Runtime − torch| output, one calibration batch"),
+    "onnx_file_bytes": MetricSpec("B", "lower", "size of the .onnx file ONNX Runtime runs"),
+    "svd_rel_error_mean": MetricSpec("", "lower", "‖W − W_r‖_F / ‖W‖_F of the factorized Linears, mean over layers"),
+    "svd_rel_error_max": MetricSpec("", "lower", "‖W − W_r‖_F / ‖W‖_F of the factorized Linears, worst layer"),
+    "kernel_rel_error_mean": MetricSpec("", "lower", "‖K − K_r‖ / ‖K‖ of the decomposed conv kernels, mean over layers"),
+    "kernel_rel_error_max": MetricSpec("", "lower", "‖K − K_r‖ / ‖K‖ of the decomposed conv kernels, worst layer"),
+    "tied_bytes_saved": MetricSpec("B", "higher", "stored bytes the tied LM head no longer holds"),
+    "distinct_blocks": MetricSpec("", "closer_to_baseline", "transformer blocks with their own weights after sharing"),
 }
 
 

@@ -63,15 +63,48 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     """(N, K) uint8 codes 0..15 → (N, K//2) uint8, even column in the low nibble."""
     if codes.shape[-1] % 2:
         raise ValueError(f"pack_int4 needs an even number of columns, got {codes.shape[-1]}")
-    c = codes.to(torch.uint8)
-    return (c[..., 0::2] | (c[..., 1::2] << 4)).contiguous()
+    return pack_bits(codes, 4)
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     """(N, K//2) uint8 → (N, K) uint8 codes 0..15."""
-    low = packed & 0x0F
-    high = (packed >> 4) & 0x0F
-    return torch.stack((low, high), dim=-1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
+    return unpack_bits(packed, 4, packed.shape[-1] * 2)
+
+
+def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """(..., K) integer codes in 0..2^bits − 1 → (..., ceil(K·bits/8)) uint8, code j at bits
+    j·bits … j·bits + bits − 1 of the row's little-endian bit stream (so 4-bit codes are
+    ``pack_int4``'s layout, even column in the low nibble; 2-bit: four codes a byte, the first
+    in the two lowest bits; 1-bit: eight). The last byte of a row is padded with zero bits."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits={bits}: pack_bits packs 1- to 8-bit codes")
+    c = codes.to(torch.uint8)
+    k = c.shape[-1]
+    if 8 % bits == 0:  # whole codes a byte: shift and OR (the int4 fast path)
+        per = 8 // bits
+        c = torch.nn.functional.pad(c, (0, -k % per)).reshape(*c.shape[:-1], -1, per)  # (..., bytes, per)
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=c.device)
+        return (c << shifts).sum(-1, dtype=torch.uint8).contiguous()  # disjoint bits: sum == OR
+    weights = 1 << torch.arange(bits, dtype=torch.uint8, device=c.device)
+    stream = ((c[..., None] & weights) != 0).reshape(*c.shape[:-1], k * bits)  # (..., K·bits) LSB first
+    stream = torch.nn.functional.pad(stream, (0, -(k * bits) % 8)).reshape(*c.shape[:-1], -1, 8)
+    return (stream.to(torch.uint8) << torch.arange(8, dtype=torch.uint8, device=c.device)).sum(-1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    """Inverse of ``pack_bits``: (..., bytes) uint8 → (..., count) uint8 codes."""
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits={bits}: unpack_bits unpacks 1- to 8-bit codes")
+    if count * bits > packed.shape[-1] * 8:
+        raise ValueError(f"{count} codes of {bits} bits need {-(-count * bits // 8)} bytes; got {packed.shape[-1]}")
+    mask = (1 << bits) - 1
+    if 8 % bits == 0:
+        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
+        codes = (packed[..., None] >> shifts) & mask  # (..., bytes, 8 / bits)
+        return codes.reshape(*packed.shape[:-1], -1)[..., :count]
+    stream = (packed[..., None] >> torch.arange(8, dtype=torch.uint8, device=packed.device)) & 1  # (..., bytes, 8)
+    stream = stream.reshape(*packed.shape[:-1], -1)[..., : count * bits].reshape(*packed.shape[:-1], count, bits)
+    return (stream << torch.arange(bits, dtype=torch.uint8, device=packed.device)).sum(-1, dtype=torch.uint8)
 
 
 def dequantize_int4_groupwise(

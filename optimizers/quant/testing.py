@@ -132,3 +132,17 @@ def check_bad_inputs(technique, params: dict) -> None:
         wl = tiny_lm_workload()
         with pytest.raises(ValueError, match=f"{technique.name} needs calibration data"):
             technique.apply(wl.with_model(wl.model).__class__(**{**wl.__dict__, "calibration": []}), cfg)
+
+
+def tiny_cnn_workload(seed: int = 0, n: int = 64) -> Workload:
+    """A small untrained digits-cnn (widths 8–16: convs, depthwise convs, a Linear classifier) on
+    random 8×8 images, with a training split of the same images (for the techniques that train)."""
+    from optimizers.workloads.base import VisionTrain
+    from optimizers.workloads.digits_cnn import DigitsCNN
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x, y = torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return Workload(name="tiny-cnn", task="vision", model=DigitsCNN(widths=(8, 16, 16, 16)).eval(),
+                    eval=VisionEval(images=x, labels=y, batch_size=32), calibration=[x[:16]],
+                    train=lambda: VisionTrain(x, y))

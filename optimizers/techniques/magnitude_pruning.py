@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Literal
 
+import torch
 from pydantic import Field
 
 from optimizers import sparsity as S
@@ -20,6 +21,8 @@ class MagnitudePruningConfig(TechniqueConfig):
     scope: Literal["global", "layer"] = Field(
         "global", description="rank |w| over all pruned layers together (global) or within each layer")
     include_lm_head: bool = Field(False, description="also prune the output projection (lm_head); usually costs quality")
+    include_conv: bool = Field(False, description="also prune nn.Conv2d kernels (Han et al. prune convolutions too; "
+                                                  "they stay stored dense: weight sharing + Huffman then pack the zeros)")
     store_sparse: bool = Field(True, description="store layers whose sparsity reaches csr_min_sparsity as CSR")
     csr_min_sparsity: float = Field(
         0.8, ge=0.5, le=1.0, description="CSR storage threshold; below ~0.8 CSR is slower than dense on CPU (FACTS.md)")
@@ -41,10 +44,13 @@ class MagnitudePruning(Technique):
     def apply(self, workload: Workload, config: MagnitudePruningConfig) -> StepRecord:
         model = copy.deepcopy(workload.model).eval()
         layers = S.prunable_linears(model, config.include_lm_head)
-        S.require_linears(layers, self.name)
-        S.magnitude_prune(layers, config.amount, config.scope)
-        achieved = S.layers_sparsity(layers)
+        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)] if config.include_conv else []
+        if not convs:
+            S.require_linears(layers, self.name)
+        S.magnitude_prune(layers + convs, config.amount, config.scope)
+        achieved = S.layers_sparsity(layers + convs)
         swapped = S.to_csr(model, layers, config.csr_min_sparsity) if config.store_sparse else []
-        notes = [f"{achieved:.1%} of {len(layers)} Linear layers' weights are zero ({config.scope} L1)",
+        kinds = f"{len(layers)} Linear" + (f" and {len(convs)} Conv2d" if convs else "")
+        notes = [f"{achieved:.1%} of {kinds} layers' weights are zero ({config.scope} L1)",
                  S.storage_note(swapped, len(layers), config.csr_min_sparsity, achieved)]
         return StepRecord(workload.with_model(model), notes=notes)

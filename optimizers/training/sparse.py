@@ -8,6 +8,7 @@ gradients, and the weights are masked again after each step."""
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ class MaskedTraining(TrainHook):
         self.layers: dict[str, nn.Linear] = {}
 
     def on_start(self, model: nn.Module) -> None:
-        self.layers = dict(prunable(model, self.include_lm_head))
+        self.layers = dict(prunable(model, self.include_lm_head)) | dict(_masked_convs(model, self.masks))
         if missing := set(self.masks) - set(self.layers):
             raise ValueError(f"masks name layers the model lacks: {sorted(missing)[:3]}")
         self.enforce()
@@ -86,10 +87,18 @@ class MaskedTraining(TrainHook):
         return S.layers_sparsity(list(self.layers.items()))
 
 
+def _masked_convs(model: nn.Module, names: Iterable[str]) -> S.Named:
+    """The Conv2d layers among ``names``: a pruned CNN's convolutions keep their zeros too."""
+    convs = {n: m for n, m in model.named_modules() if type(m) is nn.Conv2d}
+    return [(n, convs[n]) for n in names if n in convs]
+
+
 def masks_from_zeros(model: nn.Module, min_sparsity: float = 0.01, include_lm_head: bool = False) -> dict[str, torch.Tensor]:
-    """The keep-mask of every prunable layer that already holds ≥ ``min_sparsity`` exact zeros (a
-    pruned model's pattern, kept fixed by a recovery fine-tune); dense layers get none."""
-    return {n: m.weight.detach() != 0 for n, m in prunable(model, include_lm_head) if S.sparsity(m.weight) >= min_sparsity}
+    """The keep-mask of every prunable layer (and Conv2d) that already holds ≥ ``min_sparsity`` exact
+    zeros (a pruned model's pattern, kept fixed by a recovery fine-tune); dense layers get none."""
+    convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]
+    return {n: m.weight.detach() != 0 for n, m in prunable(model, include_lm_head) + convs
+            if S.sparsity(m.weight) >= min_sparsity}
 
 
 def densify(model: nn.Module) -> list[str]:

@@ -20,7 +20,7 @@ from optimizers.workloads import load_workload
 from playbooks.errors import PlaybookError
 from playbooks.schema import parse_playbook
 
-from tests.optimizers.test_device_correct import GENERIC, PARAMS
+from tests.optimizers.test_device_correct import GENERIC, PARAMS, workload_for
 
 
 def _pb(*steps: dict) -> dict:
@@ -39,7 +39,7 @@ def _run(pb: dict, workload: str = "tiny-llama") -> dict:
 def test_apply_returns_a_record_and_leaves_meta_alone(name):
     """The old leak: notes, peers, per-layer errors and check figures rode in meta to every later step."""
     tech = registry.get(name)
-    wl = tiny_lm_workload(n_calib=2)
+    wl = workload_for(name)
     rec = tech.apply(wl, tech.config(PARAMS.get(name, {})))
     assert isinstance(rec, StepRecord)
     assert set(rec.workload.meta) <= set(wl.meta) | {"config"}, set(rec.workload.meta) - set(wl.meta)

@@ -1,5 +1,5 @@
 """Low-rank primitives against the math: the rank-r error is the norm of the dropped singular
-values (Eckart–Young), the energy rule picks the smallest rank, the swap computes B A x + b."""
+values (Eckart–Young), the energy and error rules pick the smallest rank, the swap computes B A x + b."""
 import pytest
 import torch
 from torch import nn
@@ -24,6 +24,14 @@ def test_rank_for_energy():
     assert L.rank_for_energy(s, 1.0) == 4
     with pytest.raises(ValueError):
         L.rank_for_energy(s, 0.0)
+
+
+def test_rank_for_error_is_the_smallest_meeting_the_bound():
+    s = torch.tensor([3.0, 2.0, 1.0, 0.5])  # tail errors: √(5.25/14.25) = 0.607, √(1.25/14.25) = 0.296, 0.132, 0
+    assert [round(L.tail_error(s, r), 3) for r in range(5)] == [1.0, 0.607, 0.296, 0.132, 0.0]
+    assert L.rank_for_error(s, 0.61) == 1 and L.rank_for_error(s, 0.3) == 2 and L.rank_for_error(s, 0.1) == 4
+    with pytest.raises(ValueError, match="max_error"):
+        L.rank_for_error(s, 1.0)
 
 
 def test_saves_params_and_factorize():

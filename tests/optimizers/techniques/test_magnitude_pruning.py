@@ -50,3 +50,14 @@ def test_high_sparsity_is_stored_as_csr():
 def test_no_linear_is_a_clear_error():
     with pytest.raises(ValueError, match="no nn.Linear"):
         T.apply(no_linear_workload(), T.config())
+
+
+def test_include_conv_prunes_convolutions_too():
+    from optimizers.workloads import load_workload
+
+    wl = load_workload("digits-cnn")
+    rec = T.apply(wl, T.config({"amount": 0.5, "scope": "layer", "include_conv": True}))
+    convs = [m for m in rec.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(S.sparsity(m.weight) == pytest.approx(0.5, abs=0.02) for m in convs)
+    plain = T.apply(wl, T.config({"amount": 0.5, "scope": "layer"}))
+    assert all(S.sparsity(m.weight) == 0 for m in plain.model.modules() if isinstance(m, torch.nn.Conv2d))

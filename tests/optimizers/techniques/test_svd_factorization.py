@@ -1,10 +1,11 @@
-"""svd_factorization: config (exactly one of rank/energy), verdicts, the chosen layers become two
-Linears of the stated rank, layers that would not shrink are skipped, true bytes drop, and the
-error falls as the rank rises."""
+"""svd_factorization: config (exactly one of rank/energy/max_error), verdicts, the chosen layers become
+two Linears of the stated rank, layers that would not shrink are skipped, true bytes drop, the error
+falls as the rank rises, and max_error picks per layer the smallest rank whose error meets it."""
 import pydantic
 import pytest
 import torch
 
+from optimizers import lowrank as L
 from optimizers import registry
 from optimizers.measure import stored_bytes
 from optimizers.quant.testing import check_bad_inputs, check_config_roundtrip, check_verdicts, logits, rel_err, tiny_lm_workload
@@ -15,8 +16,13 @@ T = registry.get("svd_factorization")
 def test_config_and_verdicts():
     check_config_roundtrip(T, {"rank": 16, "energy": None, "include": ["*.mlp.*"]})
     check_config_roundtrip(T, {"energy": 0.8})
+    check_config_roundtrip(T, {"max_error": 0.3, "energy": None})
     with pytest.raises(pydantic.ValidationError, match="exactly one"):
         T.config({"rank": 8})  # energy defaults to 0.9: both set
+    with pytest.raises(pydantic.ValidationError, match="exactly one"):
+        T.config({"max_error": 0.3})
+    with pytest.raises(pydantic.ValidationError, match="max_error"):
+        T.config({"max_error": 1.0, "energy": None})
     check_verdicts(T)
 
 
@@ -46,6 +52,28 @@ def test_pattern_energy_and_error_falls_with_rank():
     r = out.model.model.layers[0].mlp.up_proj[0].out_features
     s = torch.linalg.svdvals(wl.model.model.layers[0].mlp.up_proj.weight.double())
     assert (s[:r] ** 2).sum() / (s ** 2).sum() >= 0.5 > (s[: r - 1] ** 2).sum() / (s ** 2).sum()
+
+
+def test_max_error_picks_the_smallest_rank_meeting_it():
+    wl = tiny_lm_workload()
+    rec = T.apply(wl, T.config({"max_error": 0.6, "energy": None}))
+    layers = rec.details["layers"]
+    assert len(layers) == 14  # every Linear but the head: 2 layers × 7
+    mods = dict(rec.model.named_modules())
+    for name, layer in layers.items():
+        w = wl.model.get_submodule(name).weight.detach().double()
+        s = torch.linalg.svdvals(w)
+        r = layer["rank"]
+        assert L.tail_error(s, r) <= 0.6 + 1e-9 < L.tail_error(s, r - 1)  # smallest rank meeting the bound
+        if layer["saves"]:
+            first, second = mods[name]
+            assert first.out_features == r
+            approx = (second.weight @ first.weight).detach().double()
+            assert float((w - approx).norm() / w.norm()) == pytest.approx(layer["rel_error"], abs=1e-5)
+            assert layer["rel_error"] <= 0.6
+        else:
+            assert type(mods[name]) is torch.nn.Linear
+    assert rec.diagnostics["svd_rel_error_max"] <= 0.6 and "≤ 0.6" in rec.notes[2]
 
 
 def test_bad_inputs():
