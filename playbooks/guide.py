@@ -297,7 +297,8 @@ def resolve_step(step: Step, f: Facts, available: list[tuple[HardwareSpec, int]]
     for alt in list(_candidates(entry))[1:]:
         if _blocker(alt, f) is None:
             msg = f"{entry.name} {why} → using {alt.name} instead (nearest alternative in the catalog)"
-            return StepAdvice(alt.id, {}, verdict(alt, f, available), alt, replaces=entry.id), [msg]
+            return StepAdvice(alt.id, dict(step.alternatives.get(alt.id, {})), verdict(alt, f, available), alt,
+                              replaces=entry.id), [msg]
     return None, [f"{entry.name} {why}; no alternative in the catalog fits → step dropped"]
 
 

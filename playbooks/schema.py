@@ -21,6 +21,9 @@ class Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
     technique: str = Field(description="registered technique name, or a catalog id for an advice-only step")
     params: dict[str, Any] = Field(default_factory=dict, description="the technique's config")
+    alternatives: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="the config of a catalog alternative, by technique, for when the guide "
+        "swaps it in for this step (e.g. TensorRT → onnx_runtime on a CPU: {onnx_runtime: {precision: int8_static}})")
 
 
 class Gate(BaseModel):
@@ -124,6 +127,14 @@ def validate_steps(pb: Playbook) -> None:
                 f"{where}: unknown technique {step.technique!r}; registered techniques: {', '.join(known)}"
                 " (or a catalog id, see `speedbook catalog`)"
             )
+        for alt, params in step.alternatives.items():
+            if alt not in known:
+                raise PlaybookError(f"{where}.alternatives: {alt!r} is not a registered technique; "
+                                    f"registered techniques: {', '.join(known)}")
+            try:
+                registry.get(alt).config(params)
+            except ValidationError as err:
+                raise PlaybookError(_format_validation(err, f"{where}.alternatives.{alt}.")) from None
 
 
 def parse_playbook(data: Any) -> Playbook:

@@ -109,3 +109,12 @@ def test_a_technique_name_is_a_one_step_playbook_at_its_defaults():
     assert resolve_playbook("int8-dynamic").name == "int8-dynamic"  # the library playbook wins over a technique
     with pytest.raises(PlaybookError, match="neither a YAML file, a library playbook .* nor a technique .*gptq"):
         resolve_playbook("gptqq")
+
+
+def test_streamlit_starts_without_its_file_watcher():
+    """Watching the tree (.venv included) cost most of a core per open tab on the worker's cores."""
+    from jobs.cli import streamlit_cmd
+
+    cmd = streamlit_cmd(8501)
+    assert cmd[cmd.index("--server.fileWatcherType") + 1] == "none"
+    assert cmd[cmd.index("--server.runOnSave") + 1] == "false"

@@ -11,7 +11,7 @@ import pytest
 
 from playbooks import catalog, guide, specs
 from playbooks.constraints import parse_constraints
-from playbooks.errors import ConstraintError
+from playbooks.errors import ConstraintError, PlaybookError
 from playbooks.schema import Step, parse_playbook
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -201,3 +201,14 @@ def test_every_hardware_row_and_goal_gets_an_answer():
     for hw, goal in itertools.product(specs.hardware_names(), ["serve", "edge", "finetune", "pretrain"]):
         hardware = {"cpu": True} if hw == "CPU" else {"gpu": hw}
         assert guide.recommend({"goal": goal, "model": "Llama-3.1-8B", "hardware": hardware}), (hw, goal)
+
+
+def test_a_swapped_in_alternative_gets_the_params_the_playbook_gives_it():
+    edge = {s.technique: s.params for s in guide.recommend(EXAMPLES / "edge-cnn-cpu.yaml")[0].steps}
+    assert edge["onnx_runtime"] == {"precision": "int8_static"}  # TensorRT's CPU stand-in, with the step's own config
+    with pytest.raises(PlaybookError, match=r"steps\[0\] \(tensorrt_llm\)\.alternatives\.onnx_runtime\.precision"):
+        parse_playbook({"name": "x", "title": "x", "steps": [
+            {"technique": "tensorrt_llm", "alternatives": {"onnx_runtime": {"precision": "int3"}}}]})
+    with pytest.raises(PlaybookError, match="not a registered technique"):
+        parse_playbook({"name": "x", "title": "x", "steps": [
+            {"technique": "tensorrt_llm", "alternatives": {"tensorrt": {}}}]})
