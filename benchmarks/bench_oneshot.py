@@ -3,8 +3,9 @@ every row applies the technique modules a playbook step runs (``optimizers/techn
 fresh copy of the workload and measures the result with the inference scenario's protocol
 (``optimizers.measure.measure``: perplexity over the committed held-out windows, accuracy on
 the held-out digits, embedding cosine and pair Spearman for minilm, stored bytes, latency),
-against the unchanged model measured in the same run. A latency ratio divides by the mean of
-the baseline measured just before and just after the row (drift shows as their spread).
+against the unchanged model measured in the same run. A latency ratio comes from interleaved
+repeats of the baseline and the row in the same process, with its bootstrap interval
+(``optimizers.stats``).
 Writes ``benchmarks/ONESHOT.md``.
 
 ``python -m benchmarks bench_oneshot`` (part of ``make bench``)."""
@@ -53,7 +54,7 @@ ROWS: list[tuple[str, str, list[tuple[str, dict[str, Any]]], bool]] = [
     ("digits-cnn", "ternary weights (TWN)", [("ternary_weights", {})], False),
     ("digits-cnn", "binary weights (XNOR-Net scaling)", [("binary_weights", {})], False),
     ("digits-cnn", "Tucker-2 decomposition (energy 0.9)", [("tucker_decomposition", {})], True),
-    ("digits-cnn", "CP decomposition (energy 0.9)", [("cp_decomposition", {})], True),
+    ("digits-cnn", "CP decomposition (max_error 0.3)", [("cp_decomposition", {"max_error": 0.3})], True),
 ]
 
 
@@ -82,12 +83,7 @@ def measure_all(log: Callable[[str], None] = print) -> dict[str, Any]:
             rows.append({"workload": name, "label": label, "error": f"{type(err).__name__}: {err}"})
             log(f"{name} / {label}: FAILED {err}")
             continue
-        before = measure(loaded[name], speed=True, memory=False).metrics.get("latency_ms") if timed else None
-        m = measure(wl, refs[name], speed=timed, memory=False).metrics
-        after = measure(loaded[name], speed=True, memory=False).metrics.get("latency_ms") if timed else None
-        m["params"] = float(parameter_count(wl.model))
-        if timed:
-            m["base_latency_ms"], m["base_latency_drift"] = (before + after) / 2, abs(before - after) / ((before + after) / 2)
+        m = measure(wl, refs[name], speed=timed, memory=False).metrics  # timed: interleaved with the baseline
         rows.append({"workload": name, "label": label, "metrics": m, "diagnostics": diag, "notes": notes,
                      "wall_s": time.perf_counter() - t0})
         log(f"{name} / {label}: {time.perf_counter() - t0:.0f} s, {m}")
@@ -102,8 +98,15 @@ def _ok(*rows: dict[str, Any] | None) -> bool:
     return all(r is not None and "metrics" in r for r in rows)
 
 
+def _interval(r: dict[str, Any]):
+    """The row's speed-up over the baseline (baseline latency / row latency) with its interval."""
+    from optimizers.stats import stored_interval
+
+    return stored_interval(r["metrics"], "latency_ms").inverse()
+
+
 def _speedup(r: dict[str, Any]) -> float:
-    return r["metrics"]["base_latency_ms"] / r["metrics"]["latency_ms"]
+    return _interval(r).ratio
 
 
 def _sparsegpt_goal(data: dict[str, Any], wl: str) -> tuple[str, bool | None]:
@@ -142,15 +145,15 @@ def goals(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         cos = best["metrics"]["embedding_cosine"]
         out.append(("minilm through onnxruntime int8: ≥ 2.5× faster than torch fp32 at embedding cosine ≥ 0.97; "
                     "digits-cnn through onnxruntime ≥ 2× torch",
-                    f"minilm {best['label'].split('(')[1].rstrip(')')} ×{_speedup(best):.2f} at cosine {cos:.4f}; "
-                    f"digits-cnn fp32 ×{_speedup(onnx_cnn):.2f}", _speedup(best) >= 2.5 and cos >= 0.97 and _speedup(onnx_cnn) >= 2))
+                    f"minilm {best['label'].split('(')[1].rstrip(')')} {_interval(best).text()} at cosine {cos:.4f}; "
+                    f"digits-cnn fp32 {_interval(onnx_cnn).text()}", _speedup(best) >= 2.5 and cos >= 0.97 and _speedup(onnx_cnn) >= 2))
     else:
         out.append(("minilm through onnxruntime int8 ≥ 2.5× at cosine ≥ 0.97; digits-cnn ≥ 2×", "not measured", None))
     hp = _row(data, "minilm", "head pruning 25 %")
     if _ok(hp):
         s0, s1 = data["base"]["minilm"]["pair_spearman"], hp["metrics"]["pair_spearman"]
         out.append(("head pruning of 25 % of heads on minilm: Spearman on its labelled pairs within 0.02",
-                    f"pair Spearman {s0:.4f} → {s1:.4f} ({s1 - s0:+.4f}); latency ×{_speedup(hp):.2f}", s0 - s1 <= 0.02))
+                    f"pair Spearman {s0:.4f} → {s1:.4f} ({s1 - s0:+.4f}); speed {_interval(hp).text()}", s0 - s1 <= 0.02))
     return out
 
 
@@ -166,30 +169,29 @@ def render(data: dict[str, Any], commit: str) -> str:
         f"- machine: {env['cpu']}, ISA {env['cpu_isa']}, {env['threads']} threads; torch {env['torch']}, "
         f"transformers {env['transformers']}",
         "- every step is one-shot (no training); quality by the inference scenario's protocol against the unchanged "
-        "model in this run; a latency ratio is the baseline's (mean of its measurements just before and after the row) "
-        "over the row's, with the same threads and inputs. Every figure is measured here.",
+        "model in this run; a latency ratio is the baseline's latency over the row's from interleaved repeats of both "
+        "in this process (same threads and inputs), with its 95 % bootstrap interval. Every figure is measured here.",
         "", "## Goals", "", "| goal | measured | met |", "|---|---|---|",
     ]
     for goal, got, ok in goals(data):
         lines.append(f"| {goal} | {got} | {'✅' if ok else ('❌' if ok is False else '— not measured')} |")
     for name, b in data["base"].items():
         q = _quality(b)
-        lines += ["", f"## {name}", "", f"| steps | {q} | Δ{q} | stored bytes | ×bytes | ×16-bit | params | "
-                  "latency ×(baseline / row) | fidelity | wall s |", "|---|---|---|---|---|---|---|---|---|---|",
-                  f"| unchanged model | {b[q]:.4f} | — | {b['stored_bytes']:,.0f} | ×1.000 | "
-                  f"×{b['stored_bytes'] / (2 * b['params']):.3f} | {b['params']:,.0f} | — | — | — |"]
+        lines += ["", f"## {name}", "", f"| steps | {q} | Δ{q} | stored bytes | ×bytes | ×16-bit copy | "
+                  "speed-up [95 % interval] | fidelity | wall s |", "|---|---|---|---|---|---|---|---|---|",
+                  f"| unchanged model ({b['params']:,.0f} parameters) | {b[q]:.4f} | — | {b['stored_bytes']:,.0f} | ×1.000 | "
+                  f"×{b['stored_bytes'] / (2 * b['params']):.3f} | — | — | — |"]
         for r in (r for r in data["rows"] if r["workload"] == name):
             if "metrics" not in r:
-                lines.append(f"| {r['label']} | failed: {r['error'][:160]} | | | | | | | | |")
+                lines.append(f"| {r['label']} | failed: {r['error'][:160]} | | | | | | | |")
                 continue
             m = r["metrics"]
             fid = (f"cos {m['embedding_cosine']:.4f}" if "embedding_cosine" in m
                    else f"top-1 {m['top1_agreement']:.3f}" if "top1_agreement" in m else "—")
-            lat = (f"×{_speedup(r):.2f} ({m['latency_ms']:.2f} ms; baseline drift {m['base_latency_drift']:.0%})"
-                   if "base_latency_ms" in m else "—")
+            lat = f"{_interval(r).text()} ({m['latency_ms']:.2f} ms)" if "latency_ms_ci_ratio" in m else "—"
             lines.append(f"| {r['label']} | {m[q]:.4f} | {m[q] - b[q]:+.4f} | {m['stored_bytes']:,.0f} | "
                          f"×{m['stored_bytes'] / b['stored_bytes']:.3f} | ×{m['stored_bytes'] / (2 * b['params']):.3f} | "
-                         f"{m['params']:,.0f} | {lat} | {fid} | {r['wall_s']:.0f} |")
+                         f"{lat} | {fid} | {r['wall_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

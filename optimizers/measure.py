@@ -3,6 +3,7 @@ after every step — stored bytes, peak memory, latency (median after warm-up), 
 decode tokens/s, quality, and fidelity against the baseline's outputs — so deltas are honest."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 import functools
@@ -25,6 +26,8 @@ class Measurement:
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # how the scenario measured (engine, cache layout)
     details: dict[str, Any] = field(default_factory=dict)  # JSON-safe curves (the training scenario's loss curve)
+    # {metric: one timed sample in ms}: what a later measurement interleaves with its own (in memory, never stored)
+    timers: dict[str, Callable[[], float]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,42 @@ def time_call(fn: Callable[[], Any], settings: SpeedSettings, device: str) -> li
         sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+SAMPLE_MS = 20.0  # a timed sample of a short call repeats it until about this long: one sub-ms call is all noise
+
+
+def sampler(fn: Callable[[], Any], median_ms: float, sync: Callable[[], None]) -> Callable[[], float]:
+    """One timed sample of ``fn`` in ms per call: ``fn`` run back to back enough times (from its
+    median) that the sample lasts about ``SAMPLE_MS``."""
+    calls = max(1, math.ceil(SAMPLE_MS / max(median_ms, 1e-3)))
+
+    def sample() -> float:
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        return (time.perf_counter() - t0) * 1e3 / calls
+    return sample
+
+
+def interleaved_figures(reference: Measurement, timers: dict[str, Callable[[], float]],
+                        settings: SpeedSettings) -> dict[str, float]:
+    """Each timed metric both measurements have, timed again as interleaved pairs of baseline and
+    candidate samples, as a ratio with its bootstrap interval (``optimizers.stats``); decode time
+    becomes the interval of ``decode_tokens_per_s`` (its reciprocal)."""
+    from optimizers import stats
+
+    out: dict[str, float] = {}
+    pairs = max(2, settings.repeats)
+    for name, candidate in timers.items():
+        if name not in reference.timers:
+            continue
+        interval = stats.paired_ratio(*stats.interleave(reference.timers[name], candidate, pairs))
+        out |= stats.figures("decode_tokens_per_s", interval.inverse()) if name == "decode_ms" \
+            else stats.figures(name, interval)
+    return out
 
 
 def median_and_spread(times_ms: list[float]) -> tuple[float, float]:
@@ -316,7 +355,7 @@ def _fidelity(ref_logits: torch.Tensor, logits: torch.Tensor) -> dict[str, float
 
 
 @torch.inference_mode()
-def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[dict[str, float], Callable[[], Any]]:
+def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[dict[str, float], Callable[[], Any], dict]:
     ev: LMEval = wl.eval  # type: ignore[assignment]
     need = ev.prompt_len * ev.batch_size
     if len(ev.token_ids) < need:
@@ -355,7 +394,10 @@ def _lm_speed(wl: Workload, s: SpeedSettings, runtime: dict[str, Any]) -> tuple[
     out |= decode_bandwidth(stored_bytes(model), out["decode_tokens_per_s"] / ev.batch_size, wl.device)
     if runtime.get("speculative"):  # the draft-and-verify loop, against the lean loop timed just above
         out |= _speculative_speed(wl, prompt, len(dec_times), runtime["speculative"], dec_ms, sync)
-    return out, prefill
+    timers = {"latency_ms": sampler(prefill, pre_ms, sync)}
+    if not runtime.get("speculative"):  # the speculative rate has its own comparison (spec_speedup, same prompt)
+        timers["decode_ms"] = decode_ms
+    return out, prefill, timers
 
 
 def greedy_decode(model: torch.nn.Module, prompt: torch.Tensor, n: int,
@@ -478,10 +520,16 @@ def _encoder(wl: Workload, reference: Measurement | None, s: SpeedSettings, spee
         with torch.inference_mode():
             return wl.model(**enc).last_hidden_state
 
+    timers = {}
     if speed:
         ms, spread = median_and_spread(time_call(forward, s, wl.device))
         out |= {"latency_ms": ms, "latency_spread_ms": spread}
-    return out, emb, forward
+        timers["latency_ms"] = sampler(forward, ms, _sync(wl.device))
+    return out, emb, forward, timers
+
+
+def _sync(device: str) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
 
 def _vision(wl: Workload, reference: Measurement | None, s: SpeedSettings, speed: bool):
@@ -497,10 +545,12 @@ def _vision(wl: Workload, reference: Measurement | None, s: SpeedSettings, speed
         with torch.inference_mode():
             return wl.model(batch)
 
+    timers = {}
     if speed:
         ms, spread = median_and_spread(time_call(forward, s, wl.device))
         out |= {"latency_ms": ms, "latency_spread_ms": spread}
-    return out, logits, forward
+        timers["latency_ms"] = sampler(forward, ms, _sync(wl.device))
+    return out, logits, forward, timers
 
 
 def quality(wl: Workload) -> dict[str, float]:
@@ -567,26 +617,28 @@ def measure(
         values |= lm_kv_cache(wl, runtime.get("kv_cache"))
         if runtime.get("kv_cache"):  # KL / top-1 / answers are not computed through the cache: not reported
             values = {k: v for k, v in values.items() if k not in NOT_THROUGH_CACHE}
-        forward = None
+        forward, timers = None, {}
         if speed:
-            sp, forward = _lm_speed(wl, settings, runtime)
+            sp, forward, timers = _lm_speed(wl, settings, runtime)
             values |= sp
         if memory:
             ev: LMEval = wl.eval  # type: ignore[assignment]
             ids = _lm_windows(ev)[:1].to(wl.device)
             forward = lambda: wl.model(input_ids=ids, use_cache=False)  # noqa: E731
     elif wl.task == "encoder":
-        q, outputs, forward = _encoder(wl, reference, settings, speed)
+        q, outputs, forward, timers = _encoder(wl, reference, settings, speed)
         values |= q
     elif wl.task == "vision":
-        q, outputs, forward = _vision(wl, reference, settings, speed)
+        q, outputs, forward, timers = _vision(wl, reference, settings, speed)
         values |= q
     else:
         raise ValueError(f"unknown task {wl.task!r}; expected causal_lm, encoder or vision")
+    if speed and reference is not None and reference.timers:
+        values |= interleaved_figures(reference, timers, settings)
     if memory and forward is not None:
         with torch.inference_mode():
             values["peak_memory_bytes"] = float(peak_memory_bytes(wl.model, forward, wl.device))
-    return Measurement(metrics=values, outputs=outputs, environment=environment(wl.device))
+    return Measurement(metrics=values, outputs=outputs, environment=environment(wl.device), timers=timers)
 
 
 def threads_note() -> str:

@@ -9,6 +9,7 @@ from db.dashboard import PIVOT_METRICS, SORTABLE, RunFilter, filter_choices, run
 from db.session import session_scope
 from optimizers.metrics import spec
 from ui.charts import memory_bars, pareto_figure, quality_loss_pct, speedup, waterfall
+from ui.format import outcome_label
 from ui.state import page_ready
 from ui.team import current_team_id
 
@@ -50,7 +51,8 @@ if not rows:
 table = pd.DataFrame(
     [
         {
-            "id": r["id"], "status": r["status"], "gates": r["gates_verdict"] or "—", "playbook": r["playbook_name"], "workload": r["workload"],
+            "id": r["id"], "outcome": outcome_label(r["status"], r["gates_verdict"]), "playbook": r["playbook_name"],
+            "workload": r["workload"],
             "device": r["device"], "created": r["created_at"],
             "speed-up ×": speedup(r), "quality loss %": quality_loss_pct(r),
             "stored ×": (r["final_stored_bytes"] / r["baseline_stored_bytes"]) if r.get("final_stored_bytes") and r.get("baseline_stored_bytes") else None,

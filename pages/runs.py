@@ -4,7 +4,7 @@ import streamlit as st
 
 from db import queries
 from db.session import session_scope
-from ui.format import STATUS_ICON, duration
+from ui.format import duration, outcome_label
 from ui.state import page_ready
 from ui.team import current_team_id
 
@@ -22,7 +22,7 @@ def runs_table() -> None:
         runs = queries.list_runs(s, team_id=team_id, limit=200)
         rows = [
             {
-                "id": r.id, "status": f"{STATUS_ICON.get(r.status, '')} {r.status}", "playbook": r.playbook_name,
+                "id": r.id, "outcome": outcome_label(r.status, r.gates_verdict), "playbook": r.playbook_name,
                 "workload": r.workload, "device": r.device, "created": r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                 "duration": duration(r.started_at, r.finished_at), "worker": r.worker or "",
             }

@@ -6,6 +6,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from optimizers.metrics import spec
+
 
 def quality_loss_pct(row: dict[str, Any]) -> float | None:
     """Quality lost against the run's own baseline, in percent (lower is better):
@@ -65,8 +67,22 @@ def memory_bars(rows: list[dict[str, Any]]) -> go.Figure:
     return fig
 
 
-def waterfall(deltas: list[dict[str, Any]], metric: str, unit: str = "") -> go.Figure:
-    """Baseline, then each step's change, ending at the final value."""
+GOOD, BAD, NEUTRAL = "#2e7d32", "#c62828", "#9e9e9e"
+
+
+def direction_colours(better: str) -> tuple[str, str]:
+    """(colour of a rise, colour of a fall) for a metric whose ``better`` direction is lower, higher
+    or closer to the baseline: a slowdown or a quality loss is never green."""
+    if better == "lower":
+        return BAD, GOOD
+    if better == "higher":
+        return GOOD, BAD
+    return BAD, BAD  # closer_to_baseline: any move away is the wrong way
+
+
+def waterfall(deltas: list[dict[str, Any]], metric: str, unit: str = "", better: str | None = None) -> go.Figure:
+    """Baseline, then each step's change, ending at the final value; a change coloured by whether it
+    is better for this metric (green) or worse (red), from its spec unless ``better`` is given."""
     if not deltas:
         return go.Figure()
     measures, ys, prev = ["absolute"], [deltas[0]["value"]], deltas[0]["value"]
@@ -79,7 +95,9 @@ def waterfall(deltas: list[dict[str, Any]], metric: str, unit: str = "") -> go.F
         measures.append("total")
         ys.append(0)
         labels.append("final")
-    fig = go.Figure(go.Waterfall(x=labels, y=ys, measure=measures))
+    rise, fall = direction_colours(better or spec(metric).better)
+    fig = go.Figure(go.Waterfall(x=labels, y=ys, measure=measures, increasing={"marker": {"color": rise}},
+                                 decreasing={"marker": {"color": fall}}, totals={"marker": {"color": NEUTRAL}}))
     fig.update_layout(title=f"{metric} per step (measured{', ' + unit if unit else ''})", height=360, margin={"t": 50, "b": 40})
     return fig
 

@@ -14,6 +14,14 @@ STATUS_ICON = {
 }
 
 
+def outcome_label(status: str, gates_verdict: str | None) -> str:
+    """How a run ended, first: a run that executed but missed its gates is not shown as a success."""
+    if status != "succeeded":
+        return f"{STATUS_ICON.get(status, '')} {status}"
+    return {"passed": "✅ gates passed", "missed": "❌ gates missed"}.get(gates_verdict or "",
+                                                                        "☑️ succeeded, gates not checked")
+
+
 def fmt_value(name: str, value: float | None) -> str:
     if value is None:
         return "—"
@@ -45,10 +53,27 @@ def duration_s(secs: float) -> str:
     return f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.1f} min"
 
 
+def ratio_text(name: str, metrics: dict[str, Any], r: float | None) -> str:
+    """A step's ratio to the baseline: a timed metric with its interleaved interval and verdict
+    ("×0.42 [0.40–0.45] faster"), rounded to what the interval resolves; else the plain ratio."""
+    from optimizers import stats
+
+    iv = stats.stored_interval(metrics, name)
+    if iv is not None:
+        rate = spec(name).better == "higher"  # a rate: above 1 is faster
+        verdict = {"faster": "slower", "slower": "faster"}.get(iv.verdict, iv.verdict) if rate else iv.verdict
+        return f"{iv.text()} {verdict}"
+    return f"×{r:.3f}" if r is not None else ""
+
+
 def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per metric: baseline, each step's value and its ratio to the baseline."""
+    """One row per metric: baseline, each step's value and its ratio to the baseline (a timed
+    metric's with its interval: the interval figures themselves are no rows of their own)."""
+    from optimizers.stats import is_interval_figure
+
     base = summary["baseline"]
-    names = list(base) + sorted({k for st in summary["steps"] for k in st["metrics"] if k not in base})
+    names = [n for n in list(base) + sorted({k for st in summary["steps"] for k in st["metrics"] if k not in base})
+             if not is_interval_figure(n)]
     rows = []
     for name in names:
         row: dict[str, Any] = {"metric": spec(name).label, "unit": spec(name).unit, "baseline": fmt_value(name, base.get(name))}
@@ -59,7 +84,7 @@ def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             r = ratio(base.get(name), v)
             label = f"{i + 1}. {st['technique']}"
             row[label] = fmt_value(name, v) if v is not None else ("—" if st["status"] == "succeeded" else st["status"])
-            row[f"{label} ×"] = f"×{r:.3f}" if r is not None else ""
+            row[f"{label} ×"] = ratio_text(name, st["metrics"], r)
         rows.append(row)
     return rows
 

@@ -32,3 +32,38 @@ def test_report_escapes_user_text():
     assert XSS not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<script>alert(1)</script>" not in html and "&lt;b&gt;boom" in html
     assert "plotly" in html.lower()  # chart inlined, self-contained
+
+
+def test_waterfall_colours_follow_the_metric_direction():
+    from ui.charts import BAD, GOOD, waterfall
+
+    deltas = [{"label": "baseline", "value": 10.0}, {"label": "1. step", "value": 29.0}]
+    slow = waterfall(deltas, "latency_ms").data[0]  # ×2.9 slower: a rise of a lower-is-better metric
+    assert slow.increasing.marker.color == BAD and slow.decreasing.marker.color == GOOD
+    fast = waterfall(deltas, "decode_tokens_per_s").data[0]
+    assert fast.increasing.marker.color == GOOD and fast.decreasing.marker.color == BAD
+
+
+def test_timed_ratios_print_their_interval_and_verdict():
+    from optimizers import stats
+    from ui.format import metric_rows, ratio_text
+
+    m = {"latency_ms": 4.2, **stats.figures("latency_ms", stats.RatioInterval(0.42, 0.40, 0.45, 7)),
+         "decode_tokens_per_s": 30.0, **stats.figures("decode_tokens_per_s", stats.RatioInterval(1.1, 0.9, 1.3, 7))}
+    assert ratio_text("latency_ms", m, 0.42) == "×0.42 [0.40–0.45] faster"
+    assert ratio_text("decode_tokens_per_s", m, 1.1) == "×1.1 [0.9–1.3] no significant change"
+    assert ratio_text("decode_tokens_per_s", {**m, **stats.figures("decode_tokens_per_s", stats.RatioInterval(
+        0.5, 0.45, 0.55, 7))}, 0.5) == "×0.50 [0.45–0.55] slower"  # a rate that fell
+    assert ratio_text("perplexity", m, 1.0123) == "×1.012"
+    rows = metric_rows({"baseline": {"latency_ms": 10.0}, "steps": [{"technique": "x", "status": "succeeded", "metrics": m}]})
+    assert not any("ci" in r["metric"] for r in rows)
+    assert {r["metric"] for r in rows} >= {"latency (median)"}
+
+
+def test_outcome_leads_with_the_gates():
+    from ui.format import outcome_label
+
+    assert outcome_label("succeeded", "missed") == "❌ gates missed"  # executed, but not a success
+    assert outcome_label("succeeded", "passed") == "✅ gates passed"
+    assert outcome_label("succeeded", None).endswith("gates not checked")
+    assert outcome_label("failed", None).endswith("failed") and outcome_label("cancelled", "passed").endswith("cancelled")
