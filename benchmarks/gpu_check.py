@@ -202,6 +202,40 @@ def format_row(row: dict) -> str:
     )
 
 
+SPARSE_24_SHAPES = ((32, 4096, 4096), (2048, 4096, 4096), (32, 8192, 8192), (2048, 8192, 8192), (2048, 4096, 14336))
+
+
+def sparse_24_rows(device: torch.device, dtype: torch.dtype = torch.float16) -> list[dict]:
+    """2:4 semi-structured sparse GEMM (``torch.sparse.to_sparse_semi_structured``, sparse tensor
+    cores from compute capability 8.0) against the dense GEMM of the same masked weight, x (M, K) ·
+    Wᵀ (N, K): the speed-up the nm_sparsity technique's CUDA path gets (issue 15's goal: ≥ 1.3× on
+    large Linears), and the largest difference between the two results."""
+    from torch.sparse import to_sparse_semi_structured
+
+    from optimizers.sparsity import nm_mask
+
+    rows = []
+    for m, n, k in SPARSE_24_SHAPES:
+        label = {"kernel": "sparse_2_4", "shape": [m, n, k]}
+        try:
+            w = torch.randn(n, k, device=device, dtype=dtype)
+            w = w * nm_mask(w.abs().float(), 2, 4).to(dtype)
+            x = torch.randn(m, k, device=device, dtype=dtype)
+            ws = to_sparse_semi_structured(w)
+            dense_ms, _ = _common.time_ms(lambda: F.linear(x, w), device, triton_kernel=False)
+            sparse_ms, timing = _common.time_ms(lambda: F.linear(x, ws), device, triton_kernel=False)
+            err = float((F.linear(x, ws).float() - F.linear(x, w).float()).abs().max())
+            rows.append({**label, "dtype": str(dtype).removeprefix("torch."), "dense_ms": dense_ms,
+                         "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms, "max_abs_diff": err, "timing": timing})
+        except Exception as exc:  # noqa: BLE001 - an unsupported GPU or shape is a row, not a crash
+            rows.append({**label, "error": f"{type(exc).__name__}: {exc}"})
+        r = rows[-1]
+        print(f"sparse_2_4      {str(r['shape']):<34}" + (f"ERROR {r['error']}" if "error" in r else
+              f"dense {r['dense_ms']:.3f} ms, 2:4 {r['sparse_ms']:.3f} ms: {r['speedup']:.2f}x "
+              f"(max |diff| {r['max_abs_diff']:.2e})"), flush=True)
+    return rows
+
+
 def environment(device: torch.device) -> dict:
     triton, _ = _common.load_triton()
     return {
@@ -248,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     dtype_for = (lambda kernel: torch.float16) if args.smoke else (lambda kernel: torch.bfloat16)
     print(HEADER)
     rows = run(smoke_cases() if args.smoke else gpu_cases(), dtype_for, device, ceilings)
-    report = {**env, "ceilings": ceilings, "rows": rows}
+    report = {**env, "ceilings": ceilings, "rows": rows,
+              "sparse_2_4": [] if args.smoke else sparse_24_rows(device)}
     if os.environ.get("OUT"):
         path = Path(os.environ["OUT"]) / ("gpu_check_smoke.json" if args.smoke else "gpu_check.json")
         path.parent.mkdir(parents=True, exist_ok=True)
