@@ -8,7 +8,9 @@ import yaml
 
 from db import queries
 from db.session import session_scope
-from ui.format import fmt_value
+from optimizers.metrics import spec
+from optimizers.stats import is_interval_figure
+from ui.format import delta_text, fmt_value, md_escape, outcome_label
 from ui.state import page_ready
 from ui.team import current_team_id
 
@@ -30,18 +32,28 @@ st.query_params["runs"] = ",".join(map(str, picked))
 
 with session_scope() as s:
     summaries = [queries.run_summary(queries.get_run(s, i)) for i in picked]
+st.subheader("Outcome")
+for sm in summaries:
+    st.markdown(f"**run {sm['run_id']}** · {outcome_label(sm['status'], sm.get('gates_verdict'))} · "
+                f"{md_escape(sm['playbook'])} on {md_escape(sm['workload'])} ({sm['device']})")
+for what, key in (("workloads", "workload"), ("devices", "device"), ("scenarios", "scenario")):
+    if len({sm[key] for sm in summaries}) > 1:
+        st.warning(f"These runs have different {what} ({', '.join(sorted({str(sm[key]) for sm in summaries}))}): "
+                   "their figures are not like with like; compare each run's ratios to its own baseline instead.")
 finals = [{**sm["baseline"], **sm["final"]} if sm["final"] else sm["baseline"] for sm in summaries]
-names = sorted({k for f in finals for k in f})
+quality = [{k for k in f if k in ("perplexity", "accuracy", "pair_spearman", "embedding_cosine")} for f in finals]
+if any(q != quality[0] for q in quality):
+    st.warning("These runs are judged by different quality metrics: a quality figure missing in one run is not a loss.")
+names = sorted({k for f in finals for k in f if not is_interval_figure(k)})
 ref = finals[0]
 rows = []
 for name in names:
-    row = {"metric": name}
+    row = {"metric": spec(name).label}
     for sm, fin in zip(summaries, finals):
         v = fin.get(name)
         row[f"run {sm['run_id']}"] = fmt_value(name, v)
         if sm is not summaries[0]:
-            d = (v - ref[name]) / abs(ref[name]) * 100 if v is not None and ref.get(name) else None
-            row[f"Δ run {sm['run_id']} %"] = f"{d:+.2f} %" if d is not None else ""
+            row[f"Δ run {sm['run_id']}"] = delta_text(name, ref.get(name), v)
     rows.append(row)
 st.subheader("Final metrics (measured)")
 st.dataframe(pd.DataFrame(rows), hide_index=True)

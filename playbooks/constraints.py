@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from playbooks import specs
 from playbooks.errors import ConstraintError
@@ -98,6 +98,19 @@ class Constraints(_Strict):
         if "gpu" not in v and v.get("cpu") is not True:
             raise ValueError("must be {gpu: NAME, count: N} or {cpu: true}")
         return GpuHardware(**v) if "gpu" in v else CpuHardware(**v)
+
+    @field_validator("context_length")
+    @classmethod
+    def _context_within_the_model(cls, v: int | None, info: ValidationInfo) -> int | None:
+        """Serving a context longer than the model was trained for is a mistake to name, not a figure to
+        estimate (training may extend the context: long-sequence research, RoPE scaling)."""
+        model = info.data.get("model")
+        if v is not None and model is not None and info.data.get("goal") in ("serve", "edge"):
+            spec = specs.model_from_custom(model.model_dump()) if isinstance(model, CustomModel) else specs.get_model(model)
+            if spec.context and v > spec.context:
+                raise ValueError(f"{v:,} tokens exceed this model's {spec.context:,}-token context "
+                                 f"(max_position_embeddings); use at most {spec.context:,}")
+        return v
 
     # --- resolved views -----------------------------------------------------------------
 

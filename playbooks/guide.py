@@ -34,6 +34,7 @@ WEIGHTS: dict[str, float] = {
 HARD_KEYS = ("goal",)
 WHEN_KEYS = (*HARD_KEYS, *WEIGHTS)
 MISMATCH_FACTOR = 1.5  # a violated condition costs more than a met one earns
+CONTRADICTION_WEIGHT = 3  # a playbook whose condition of this weight the constraints contradict ranks below every other
 SPECIFICITY = 4.0  # added to the score's denominator: matching more criteria beats matching few
 DROPPED_STEP_COST = 1.5  # a step the constraints rule out (hardware, tolerance) with no alternative
 REPLACED_STEP_COST = 0.25  # a step swapped for its nearest catalog alternative
@@ -161,6 +162,7 @@ class Match:
     weight: float = 0.0
     matched: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
+    contradicted: list[str] = field(default_factory=list)  # missed keys that weigh ≥ CONTRADICTION_WEIGHT
 
 
 def match_when(when: dict[str, Any], f: Facts) -> Match | None:
@@ -181,6 +183,8 @@ def match_when(when: dict[str, Any], f: Facts) -> Match | None:
         else:
             m.points -= w * MISMATCH_FACTOR
             m.missed.append(f"meant for {key} {describe(spec)}; yours is {_show(key, fact, spec)}")
+            if w >= CONTRADICTION_WEIGHT:
+                m.contradicted.append(key)
     return m
 
 
@@ -431,6 +435,7 @@ class Recommendation:
     source: str = ""
     description: str = ""
     expect: list[dict[str, Any]] = field(default_factory=list)
+    contradicts: tuple[str, ...] = ()  # `when` keys of weight ≥ CONTRADICTION_WEIGHT the constraints contradict
 
     def to_dict(self) -> dict[str, Any]:
         """DESIGN.md's recommendation JSON."""
@@ -511,6 +516,11 @@ def _recommend_one(pb: Playbook, f: Facts, available: list[tuple[HardwareSpec, i
         if advice is None:
             penalty += DROPPED_STEP_COST
             continue
+        if any(s.technique == advice.technique for s in steps):  # e.g. FP8's int8 stand-in beside an int8 step
+            warnings.append(f"{advice.technique} is already a step: the stand-in for {advice.replaces or step.technique} "
+                            "is not added twice")
+            penalty += DROPPED_STEP_COST
+            continue
         penalty += REPLACED_STEP_COST if advice.replaces else 0.0
         steps.append(advice)
     if not steps:
@@ -527,7 +537,7 @@ def _recommend_one(pb: Playbook, f: Facts, available: list[tuple[HardwareSpec, i
     return Recommendation(
         playbook=pb.name, title=pb.title, score=round(score, 3), steps=steps, reasons=reasons,
         warnings=warnings, estimates=est_doc, source=pb.source, description=pb.description,
-        expect=[g.model_dump(exclude_none=True) for g in pb.expect],
+        expect=[g.model_dump(exclude_none=True) for g in pb.expect], contradicts=tuple(m.contradicted),
     )
 
 
@@ -548,8 +558,13 @@ def recommend(constraints: Constraints | dict[str, Any] | str | Path,
     f = facts(c)
     avail = _available(c, available)
     recs = [r for pb in library().values() if (r := _recommend_one(pb, f, avail)) is not None]
-    recs.sort(key=lambda r: (-r.score, r.playbook))
-    return recs[:limit] if limit else recs
+    # a playbook whose strong conditions the constraints contradict never outranks one they do not
+    recs.sort(key=lambda r: (bool(r.contradicts), -r.score, r.playbook))
+    fitting = [r for r in recs if r.score > 0]
+    if not fitting and recs:  # nothing fits: the closest, said to be no recommendation
+        fitting = [replace(recs[0], warnings=["no library playbook's conditions fit these constraints; this is the "
+                                              "closest (score 0), not a recommendation", *recs[0].warnings])]
+    return fitting[:limit] if limit else fitting
 
 
 def recommend_json(constraints: Constraints | dict[str, Any] | str | Path,

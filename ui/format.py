@@ -43,6 +43,19 @@ def ratio(base: float | None, value: float | None) -> float | None:
     return value / base
 
 
+NEAR_ZERO = 1e-9
+
+
+def delta_text(name: str, ref: float | None, value: float | None) -> str:
+    """The change from ``ref`` as a percentage, or as an absolute difference (with its unit) when the
+    reference is (near) zero, where a percentage would be meaningless."""
+    if ref is None or value is None:
+        return ""
+    if abs(ref) <= NEAR_ZERO * max(abs(value), 1.0):
+        return "±0" if value == ref else f"{'+' if value > ref else '−'}{fmt_value(name, abs(value - ref))} (reference ≈ 0)"
+    return f"{(value - ref) / abs(ref) * 100:+.2f} %"
+
+
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
     if start is None:
         return "—"

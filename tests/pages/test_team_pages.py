@@ -46,8 +46,10 @@ def test_compare_two_runs(page):
     at = page("compare.py", query={"runs": f"{a},{b}"})
     assert not at.exception
     df = at.dataframe[0].value
-    assert f"run {a}" in df.columns and f"Δ run {b} %" in df.columns
+    assert f"run {a}" in df.columns and f"Δ run {b}" in df.columns
     assert "(identical playbooks)" in at.code[0].value
+    assert any(f"run {a}" in m.value and "gates" in m.value for m in at.markdown)  # the outcome leads
+    assert not at.warning  # same workload, device and scenario: nothing to warn about
 
 
 def test_saved_playbooks_share_and_revoke(page):

@@ -67,3 +67,11 @@ def test_outcome_leads_with_the_gates():
     assert outcome_label("succeeded", "passed") == "✅ gates passed"
     assert outcome_label("succeeded", None).endswith("gates not checked")
     assert outcome_label("failed", None).endswith("failed") and outcome_label("cancelled", "passed").endswith("cancelled")
+
+
+def test_deltas_of_near_zero_references_are_absolute():
+    from ui.format import delta_text
+
+    assert delta_text("perplexity", 10.0, 11.0) == "+10.00 %"
+    assert delta_text("kl_divergence", 0.0, 0.02).endswith("(reference ≈ 0)") and "%" not in delta_text("kl_divergence", 0.0, 0.02)
+    assert delta_text("kl_divergence", 0.0, 0.0) == "±0" and delta_text("x", None, 1.0) == ""

@@ -157,8 +157,29 @@ def test_recommend_json_has_the_design_shape():
 
     assert all(s["status"] in VERDICTS for r in doc["recommendations"] for s in r["steps"])  # one vocabulary
     assert 0 < rec["score"] <= 1
-    scores = [r["score"] for r in doc["recommendations"]]
-    assert scores == sorted(scores, reverse=True)
+    recs = guide.recommend(EXAMPLES / "long-context-serving.yaml")
+    order = [(bool(r.contradicts), -r.score) for r in recs]  # uncontradicted first, each group by score
+    assert order == sorted(order) and all(r.score > 0 for r in recs)
+
+
+def test_truthful_ranking_over_the_scenarios():
+    """No duplicate steps, no score-0 recommendation, no contradicted playbook above an uncontradicted one."""
+    for example in sorted(EXAMPLES.glob("*.yaml")):
+        recs = guide.recommend(example)
+        assert recs, example.name
+        for r in recs:
+            names = [s.technique for s in r.steps]
+            assert len(names) == len(set(names)), (example.name, r.playbook, names)
+            assert r.score > 0 or len(recs) == 1, (example.name, r.playbook)
+        flags = [bool(r.contradicts) for r in recs]
+        assert flags == sorted(flags), (example.name, [(r.playbook, r.contradicts) for r in recs])
+
+
+def test_a_contradicted_playbook_is_not_ranked_first():
+    c = {"goal": "serve", "model": "Llama-3.1-8B", "hardware": {"gpu": "A100-80GB"}, "context_length": 8192,
+         "priority": "throughput"}
+    first = guide.recommend(c)[0]
+    assert not first.contradicts, (first.playbook, first.contradicts)
 
 
 def test_estimates_before_after_and_per_step():
@@ -212,3 +233,11 @@ def test_a_swapped_in_alternative_gets_the_params_the_playbook_gives_it():
     with pytest.raises(PlaybookError, match="not a registered technique"):
         parse_playbook({"name": "x", "title": "x", "steps": [
             {"technique": "tensorrt_llm", "alternatives": {"tensorrt": {}}}]})
+
+
+def test_a_context_beyond_the_models_limit_is_an_error_naming_the_field():
+    with pytest.raises(ConstraintError, match=r"context_length.*131,072-token context"):
+        parse_constraints({"goal": "serve", "model": "Llama-3.1-8B", "hardware": {"gpu": "A100-80GB"},
+                           "context_length": 1_000_000})
+    assert parse_constraints({"goal": "serve", "model": "Llama-3.1-8B", "hardware": {"gpu": "A100-80GB"},
+                              "context_length": 131_072}).context_length == 131_072
