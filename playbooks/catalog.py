@@ -50,6 +50,8 @@ class Effects(_Strict):
     """What applying the technique changes, in the estimator's terms."""
 
     weights: Precision | None = Field(None, description="precision the block matrices end up in")
+    convs: bool | None = Field(None, description="the weights precision reaches convolutions too (default: only "
+                                                 "nn.Linear layers, as the Linear quantizers here do)")
     kv_cache: Literal["bf16", "fp8", "int8"] | None = None
     optimizer: Literal["adam", "adam8bit"] | None = None
     checkpointing: bool | None = None

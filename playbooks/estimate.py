@@ -141,6 +141,8 @@ def _breakdown(s: ModelSpec, active: bool) -> dict[str, int]:
     transformers models); a CNN or a custom ``params_b`` model puts the stated count in
     "linear" (less embeddings/head when the shapes are known)."""
     if not s.is_transformer:
+        if s.linear_params is not None:  # a CNN: its classifier, and the convolutions (with their norms)
+            return {"linear": s.linear_params, "conv": s.params - s.linear_params, "embedding": 0, "head": 0, "other": 0}
         return {"linear": s.params, "embedding": 0, "head": 0, "other": 0}
     emb, head = embedding_params(s), head_params(s)
     other = sum(_layer_other(s, i) for i in range(s.layers)) + _final_norms(s)
@@ -213,14 +215,18 @@ def linear_weight_bytes(s: ModelSpec, precision: str, group_size: int = INT4_GRO
     return sum(n * matrix_bytes(o, i, precision, group_size) for (o, i), n in shapes.items())
 
 
-def weight_bytes(s: ModelSpec, precision: str, group_size: int = INT4_GROUP, include_head: bool = False) -> int:
+def weight_bytes(s: ModelSpec, precision: str, group_size: int = INT4_GROUP, include_head: bool = False,
+                 conv_precision: str | None = None) -> int:
     """Bytes to store the weights with the block matrices at ``precision``.
 
     Embeddings, norms, biases (and the LM head unless ``include_head``) are kept in 16-bit,
-    the convention of published GPTQ/AWQ/bitsandbytes checkpoints."""
+    the convention of published GPTQ/AWQ/bitsandbytes checkpoints. A CNN's convolutions (when
+    its spec separates them) are at ``conv_precision``: a Linear-only quantizer leaves them alone."""
     parts = param_breakdown(s)
     kept = parts["embedding"] + parts["head"] + parts["other"]
     total = linear_weight_bytes(s, precision, group_size)
+    if parts.get("conv"):  # one pseudo-matrix with rows of 128 inputs, like a CNN's linear part
+        total += matrix_bytes(max(parts["conv"] // 128, 1), 128, conv_precision or precision, group_size)
     head = _head_shape(s)
     if include_head and head is not None:
         total += matrix_bytes(*head, precision, group_size)

@@ -334,6 +334,7 @@ class State:
     """What the estimator needs to know about the model after some steps."""
 
     weights: str
+    conv_weights: str | None = None  # a CNN's convolutions (None: as the baseline, fp32 / bf16)
     kv_cache: str = "bf16"
     optimizer: str = "adam"
     checkpointing: bool = False
@@ -345,19 +346,23 @@ class State:
 def baseline_state(f: Facts) -> State:
     dtype = f.spec.dtype
     weights = "bf16" if dtype in ("bf16", "fp16") else dtype
-    return State(weights=weights)
+    return State(weights=weights, conv_weights=weights)
 
 
 def apply_effects(s: State, effects: Effects, spec: ModelSpec) -> State:
     updates = {k: v for k, v in effects.model_dump().items() if v is not None}
+    convs = updates.pop("convs", False)
     w = updates.get("weights")
-    if w and est.weight_bytes(spec, w) >= est.weight_bytes(spec, s.weights):
+    if w and est.matrix_bytes(128, 128, w) >= est.matrix_bytes(128, 128, s.weights):
         updates.pop("weights")  # never "quantize" to a bigger format (fp8 checkpoint + int8 step)
+    if w and convs and est.matrix_bytes(128, 128, w) < est.matrix_bytes(128, 128, s.conv_weights or s.weights):
+        updates["conv_weights"] = w
     return replace(s, **updates)
 
 
 def _weight_bytes(f: Facts, s: State, active: bool = False) -> int:
-    total = est.active_weight_bytes(f.spec, s.weights) if active else est.weight_bytes(f.spec, s.weights)
+    total = est.active_weight_bytes(f.spec, s.weights) if active else \
+        est.weight_bytes(f.spec, s.weights, conv_precision=s.conv_weights)
     if s.sparsity_2_4:
         total -= int(est.linear_weight_bytes(f.spec, s.weights, active=active) * (1 - sparse_24_ratio(s.weights)))
     return total
@@ -483,14 +488,18 @@ def _evidence(steps: list[StepAdvice]) -> list[str]:
     return out
 
 
-def _estimate_reason(est_doc: dict[str, Any]) -> str:
+def _estimate_reason(est_doc: dict[str, Any], steps: list["StepAdvice"] | None = None) -> str:
     b, a = est_doc["before"], est_doc["after"]
     key = "estimated_training_bytes" if "estimated_training_bytes" in b else "estimated_memory_bytes"
     text = f"estimated memory {human_bytes(b[key])} → {human_bytes(a[key])}"
     if b.get("estimated_decode_tokens_per_s_bound"):
         text += (f"; decode bound {b['estimated_decode_tokens_per_s_bound']:.0f} → "
                  f"{a['estimated_decode_tokens_per_s_bound']:.0f} tok/s per stream")
-    return f"{text} on {est_doc['count']}× {est_doc['hardware']}"
+    text += f" on {est_doc['count']}× {est_doc['hardware']}"
+    left_out = [st.technique for st in steps or () if st.entry is not None and not st.entry.effects.model_dump(exclude_none=True)]
+    if left_out:  # the card says which of its steps the estimate cannot see (their effect is measured when run)
+        text += f"; not in the estimate: {', '.join(left_out)} (measured when the playbook runs)"
+    return text
 
 
 def _fit_warnings(est_doc: dict[str, Any], f: Facts) -> list[str]:
@@ -531,7 +540,7 @@ def _recommend_one(pb: Playbook, f: Facts, available: list[tuple[HardwareSpec, i
     reasons = [f"taxonomy: {pb.source}" if pb.source else f"library playbook {pb.name}"]
     if "goal" in pb.when:
         reasons.append(f"serves goal {f.constraints.goal} ({describe(pb.when['goal'])})")
-    reasons += [f"matches {x}" for x in m.matched] + _evidence(steps) + [_estimate_reason(est_doc)]
+    reasons += [f"matches {x}" for x in m.matched] + _evidence(steps) + [_estimate_reason(est_doc, steps)]
     warnings = [f"{pb.title}: {x}" for x in m.missed] + warnings
     warnings += _runtime_warnings(entries, f) + _data_warnings(entries, f) + _fit_warnings(est_doc, f)
     return Recommendation(

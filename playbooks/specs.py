@@ -116,6 +116,8 @@ class ModelSpec(_Strict):
     patch_size: int | None = Field(None, gt=0)
     num_classes: int | None = Field(None, gt=0)
     params: int | None = Field(None, gt=0, description="explicit parameter count (CNNs, partial configs)")
+    linear_params: int | None = Field(None, ge=0, description="a CNN's parameters in nn.Linear layers (its classifier); "
+                                                              "the rest are convolutions and norms")
     gmacs: float | None = Field(None, gt=0, description="multiply-accumulates per sample, billions (CNNs)")
     published_params: int | None = Field(None, gt=0, description="count the model card reports")
 
@@ -124,6 +126,8 @@ class ModelSpec(_Strict):
         if self.kind == "cnn" or self.params is not None:
             if self.params is None:
                 raise ValueError(f"model {self.name!r}: a CNN needs an explicit `params` count")
+            if self.linear_params is not None and self.linear_params > self.params:
+                raise ValueError(f"model {self.name!r}: linear_params={self.linear_params} exceeds params={self.params}")
             return self
         for f in ("hidden", "layers", "heads", "intermediate"):
             if getattr(self, f) is None:

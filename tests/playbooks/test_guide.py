@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from playbooks import catalog, guide, specs
-from playbooks.constraints import parse_constraints
+from playbooks.constraints import load_constraints, parse_constraints
 from playbooks.errors import ConstraintError, PlaybookError
 from playbooks.schema import Step, parse_playbook
 
@@ -241,3 +241,17 @@ def test_a_context_beyond_the_models_limit_is_an_error_naming_the_field():
                            "context_length": 1_000_000})
     assert parse_constraints({"goal": "serve", "model": "Llama-3.1-8B", "hardware": {"gpu": "A100-80GB"},
                               "context_length": 131_072}).context_length == 131_072
+
+
+def test_a_linear_only_quantizer_leaves_a_cnns_convolutions_alone_in_the_estimate():
+    from playbooks import estimate as est
+
+    rec = guide.recommend(EXAMPLES / "edge-cnn-cpu.yaml")[0]
+    by_step = {p["technique"]: p["estimated_weight_bytes"] for p in rec.estimates["per_step"]}
+    spec = specs.get_model("ResNet-50")
+    fc_saving = est.matrix_bytes(spec.linear_params // 128, 128, "fp32") - est.matrix_bytes(spec.linear_params // 128, 128, "int8")
+    assert rec.estimates["before"]["estimated_weight_bytes"] - by_step["int8_dynamic"] == fc_saving  # the classifier only
+    assert any("not in the estimate: structured_pruning" in x for x in rec.reasons)
+    half = guide.apply_effects(guide.baseline_state(guide.facts(load_constraints(EXAMPLES / "edge-cnn-cpu.yaml"))),
+                               catalog.get_entry("half_precision").effects, spec)
+    assert half.conv_weights == "bf16"  # a cast reaches the convolutions
