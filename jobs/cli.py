@@ -137,7 +137,8 @@ def streamlit_cmd(port: int, address: str = "127.0.0.1") -> list[str]:
     core per open tab, on the cores the worker times runs on (issue 16)."""
     return [sys.executable, "-m", "jobs.webserver", "run", str(ROOT / "app.py"), "--server.address", address,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
+            "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+            "--client.toolbarMode", "minimal"]  # no Deploy button, no developer menu: a tool, not a Streamlit demo
 
 
 def cmd_web(args: argparse.Namespace) -> int:

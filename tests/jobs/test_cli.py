@@ -118,3 +118,4 @@ def test_streamlit_starts_without_its_file_watcher():
     cmd = streamlit_cmd(8501)
     assert cmd[cmd.index("--server.fileWatcherType") + 1] == "none"
     assert cmd[cmd.index("--server.runOnSave") + 1] == "false"
+    assert cmd[cmd.index("--client.toolbarMode") + 1] == "minimal"  # the Deploy button and menu hidden
