@@ -150,6 +150,19 @@ def list_runs(s: Session, *, team_id: int | None = None, limit: int = 200, offse
     return list(s.scalars(q).all())
 
 
+ACTIVE = ("queued", "running")
+
+
+def has_active_runs(s: Session, team_id: int | None = None, run_id: int | None = None) -> bool:
+    """Whether a run of the team (or the one run) is queued or running: what a page polls for."""
+    q = select(func.count(Run.id)).where(Run.status.in_(ACTIVE))
+    if team_id is not None:
+        q = q.where(Run.team_id == team_id)
+    if run_id is not None:
+        q = q.where(Run.id == run_id)
+    return bool(s.scalar(q))
+
+
 def count_runs(s: Session, team_id: int | None = None) -> int:
     q = select(func.count(Run.id))
     if team_id is not None:

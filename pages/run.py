@@ -14,7 +14,7 @@ from ui.format import STATUS_ICON, duration, duration_s, fmt_value, md_escape, m
 from ui.diagnostics import step_diagnostics
 from ui.outcome import outcome_banner
 from ui.report import run_report_html
-from ui.state import page_ready
+from ui.state import page_ready, poll_interval, repoll_if_changed
 from ui.team import current_team_id
 
 page_ready()
@@ -25,9 +25,11 @@ if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
     st.stop()
 run_id = int(raw)
 team_id = current_team_id()
+with session_scope() as s:
+    ACTIVE = queries.has_active_runs(s, run_id=run_id)
 
 
-@st.fragment(run_every=2)
+@st.fragment(run_every=poll_interval(ACTIVE))
 def show() -> None:
     with session_scope() as s:
         run = queries.get_run(s, run_id)
@@ -37,6 +39,7 @@ def show() -> None:
             return
         summary = queries.run_summary(run)
         times = (run.created_at, run.started_at, run.finished_at)
+    repoll_if_changed(ACTIVE, summary["status"] in queries.ACTIVE)  # finished: stop polling every 2 s
     st.title(f"🔎 Run {run_id}: {md_escape(summary['playbook'])}")
     st.caption(f"{md_escape(summary['workload'])} on {summary['device']} · judged in {summary['scenario']} · {STATUS_ICON.get(summary['status'], '')} "
                f"{summary['status']} · elapsed {duration(times[1], times[2])}")

@@ -5,7 +5,7 @@ import streamlit as st
 from db import queries
 from db.session import session_scope
 from ui.format import duration, outcome_label
-from ui.state import page_ready
+from ui.state import page_ready, poll_interval, repoll_if_changed
 from ui.team import current_team_id
 
 page_ready()
@@ -13,13 +13,16 @@ st.title("📋 Runs")
 
 
 team_id = current_team_id()
+with session_scope() as s:
+    ACTIVE = queries.has_active_runs(s, team_id)
 
 
-@st.fragment(run_every=2)
+@st.fragment(run_every=poll_interval(ACTIVE))
 def runs_table() -> None:
     with session_scope() as s:
         queries.reap_stale_runs(s)
         runs = queries.list_runs(s, team_id=team_id, limit=200)
+        active = queries.has_active_runs(s, team_id)
         rows = [
             {
                 "id": r.id, "outcome": outcome_label(r.status, r.gates_verdict), "playbook": r.playbook_name,
@@ -28,6 +31,7 @@ def runs_table() -> None:
             }
             for r in runs
         ]
+    repoll_if_changed(ACTIVE, active)  # a run started or ended: poll at the new rate
     if not rows:
         st.info("No runs yet. Start one on the **New run** page.")
         return

@@ -25,3 +25,18 @@ def page_ready() -> None:
     """The first call of every page: signed-out visitors see the sign-in prompt and nothing else."""
     guard()
     db_ready()
+
+
+POLL_ACTIVE_S, POLL_IDLE_S = 2, 30  # a page showing queued or running work polls often; an idle one seldom
+
+
+def poll_interval(active: bool) -> int:
+    """Seconds between a live fragment's reruns: an idle tab should cost (almost) no CPU (issue 16:
+    the Runs page polling every 2 s used 11 % of a core with nothing running)."""
+    return POLL_ACTIVE_S if active else POLL_IDLE_S
+
+
+def repoll_if_changed(was_active: bool, active: bool) -> None:
+    """A fragment's interval is fixed when it is defined: rerun the page when activity changed."""
+    if was_active != active:
+        st.rerun()

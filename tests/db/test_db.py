@@ -108,3 +108,15 @@ def test_workers_register_and_age(any_db_url):
     with session_scope(any_db_url) as s:
         live = queries.live_workers(s)
         assert [w.name for w in live] == ["w@h"] and live[0].memory_bytes == 24 << 30
+
+
+def test_has_active_runs_per_team_and_run(any_db_url):
+    run_id = _new_run(any_db_url)  # queued: active
+    with session_scope(any_db_url) as s:
+        assert queries.has_active_runs(s, run_id=run_id) and queries.has_active_runs(s, queries.DEFAULT_TEAM_ID)
+        assert not queries.has_active_runs(s, team_id=10_000)
+        queries.claim_run(s, run_id, "w1")
+        assert queries.has_active_runs(s, run_id=run_id)  # running
+        queries.finish_run(s, run_id, "succeeded")
+    with session_scope(any_db_url) as s:
+        assert not queries.has_active_runs(s, run_id=run_id)

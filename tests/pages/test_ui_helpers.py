@@ -75,3 +75,9 @@ def test_deltas_of_near_zero_references_are_absolute():
     assert delta_text("perplexity", 10.0, 11.0) == "+10.00 %"
     assert delta_text("kl_divergence", 0.0, 0.02).endswith("(reference ≈ 0)") and "%" not in delta_text("kl_divergence", 0.0, 0.02)
     assert delta_text("kl_divergence", 0.0, 0.0) == "±0" and delta_text("x", None, 1.0) == ""
+
+
+def test_an_idle_page_polls_seldom():
+    from ui.state import POLL_ACTIVE_S, POLL_IDLE_S, poll_interval
+
+    assert poll_interval(True) == POLL_ACTIVE_S <= 2 and poll_interval(False) == POLL_IDLE_S >= 30
