@@ -14,6 +14,8 @@ from db.models import Metric, Run, StepResult
 PIVOT_METRICS = (
     "stored_bytes", "peak_memory_bytes", "latency_ms", "prefill_tokens_per_s", "decode_tokens_per_s",
     "perplexity", "accuracy", "embedding_cosine", "kl_divergence", "top1_agreement",
+    "stored_bytes_vs_16bit", "pair_spearman",  # the headline's figures, with the timed ratios' intervals:
+    *(f"{m}_ci_{k}" for m in ("latency_ms", "decode_tokens_per_s") for k in ("ratio", "low", "high")),
 )
 SORTABLE = ("id", "created_at", "status", "workload", "playbook_name", "device") + tuple(
     f"{p}_{m}" for p in ("baseline", "final") for m in PIVOT_METRICS
@@ -68,7 +70,7 @@ def runs_page(s: Session, f: RunFilter, *, sort: str = "id", descending: bool = 
     if sort not in SORTABLE:
         raise ValueError(f"sort={sort!r} is not sortable; choose one of {', '.join(SORTABLE)}")
     pv = _pivot()
-    base_cols = [Run.id, Run.created_at, Run.status, Run.gates_verdict, Run.workload, Run.playbook_name, Run.device, Run.team_id,
+    base_cols = [Run.id, Run.created_at, Run.status, Run.gates_verdict, Run.workload, Run.playbook_name, Run.device, Run.team_id, Run.worker,
                  Run.started_at, Run.finished_at]
     metric_cols = [c for c in pv.c if c.name != "run_id"]
     q = select(*base_cols, *metric_cols).outerjoin(pv, pv.c.run_id == Run.id).where(*f.where())

@@ -9,7 +9,7 @@ from db.dashboard import PIVOT_METRICS, SORTABLE, RunFilter, filter_choices, run
 from db.session import session_scope
 from optimizers.metrics import spec
 from ui.charts import memory_bars, pareto_figure, quality_loss_pct, speedup, waterfall
-from ui.format import outcome_label
+from ui.format import outcome_label, pivot_headline
 from ui.state import page_ready
 from ui.team import current_team_id
 
@@ -51,7 +51,8 @@ if not rows:
 table = pd.DataFrame(
     [
         {
-            "id": r["id"], "outcome": outcome_label(r["status"], r["gates_verdict"]), "playbook": r["playbook_name"],
+            "id": r["id"], "outcome": outcome_label(r["status"], r["gates_verdict"]), "headline": pivot_headline(r),
+            "playbook": r["playbook_name"],
             "workload": r["workload"],
             "device": r["device"], "created": r["created_at"],
             "speed-up ×": speedup(r), "quality loss %": quality_loss_pct(r),

@@ -10,7 +10,7 @@ from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
 from ui.charts import loss_curves_figure, serving_figure, serving_rows, training_memory_figure, training_stages
-from ui.format import STATUS_ICON, duration, duration_s, fmt_value, md_escape, metric_rows
+from ui.format import STATUS_ICON, duration, duration_s, fmt_value, headline, md_escape, metric_rows, outcome_label
 from ui.diagnostics import step_diagnostics
 from ui.outcome import outcome_banner
 from ui.report import run_report_html
@@ -41,6 +41,9 @@ def show() -> None:
         times = (run.created_at, run.started_at, run.finished_at)
     repoll_if_changed(ACTIVE, summary["status"] in queries.ACTIVE)  # finished: stop polling every 2 s
     st.title(f"🔎 Run {run_id}: {md_escape(summary['playbook'])}")
+    line = headline(summary["baseline"], summary["final"])
+    st.markdown(f"#### {outcome_label(summary['status'], summary.get('gates_verdict'))}"
+                + (f" · {md_escape(line)}" if line else ""))
     st.caption(f"{md_escape(summary['workload'])} on {summary['device']} · judged in {summary['scenario']} · {STATUS_ICON.get(summary['status'], '')} "
                f"{summary['status']} · elapsed {duration(times[1], times[2])}")
     steps = summary["steps"]

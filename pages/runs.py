@@ -4,7 +4,8 @@ import streamlit as st
 
 from db import queries
 from db.session import session_scope
-from ui.format import duration, outcome_label
+from db.dashboard import RunFilter, runs_page
+from ui.format import duration, outcome_label, pivot_headline
 from ui.state import page_ready, poll_interval, repoll_if_changed
 from ui.team import current_team_id
 
@@ -21,13 +22,14 @@ with session_scope() as s:
 def runs_table() -> None:
     with session_scope() as s:
         queries.reap_stale_runs(s)
-        runs = queries.list_runs(s, team_id=team_id, limit=200)
+        runs, _ = runs_page(s, RunFilter(team_id=team_id), limit=200)  # with the headline's figures, one query
         active = queries.has_active_runs(s, team_id)
         rows = [
             {
-                "id": r.id, "outcome": outcome_label(r.status, r.gates_verdict), "playbook": r.playbook_name,
-                "workload": r.workload, "device": r.device, "created": r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                "duration": duration(r.started_at, r.finished_at), "worker": r.worker or "",
+                "id": r["id"], "outcome": outcome_label(r["status"], r["gates_verdict"]), "headline": pivot_headline(r),
+                "playbook": r["playbook_name"], "workload": r["workload"], "device": r["device"],
+                "created": r["created_at"].strftime("%Y-%m-%d %H:%M:%S"), "duration": duration(r["started_at"], r["finished_at"]),
+                "worker": r["worker"] or "",
             }
             for r in runs
         ]

@@ -14,6 +14,41 @@ STATUS_ICON = {
 }
 
 
+def headline(baseline: dict[str, Any], final: dict[str, Any]) -> str:
+    """A run's result in one line, e.g. "bytes ×0.27 vs 16-bit · perplexity +1.5 % · decode ×2.6 [2.4–2.8]":
+    stored bytes against a 16-bit copy, the quality change, and the speed change with its interval
+    (interleaved with the baseline) where it has one. Empty for a run with no final figures."""
+    from optimizers import stats
+
+    if not final:
+        return ""
+    parts = []
+    if final.get("stored_bytes_vs_16bit") is not None:
+        parts.append(f"bytes ×{final['stored_bytes_vs_16bit']:.2f} vs 16-bit")
+    for name, label, points in (("perplexity", "perplexity", False), ("accuracy", "accuracy", True),
+                                ("pair_spearman", "Spearman", True)):
+        b, v = baseline.get(name), final.get(name)
+        if b is not None and v is not None:
+            parts.append(f"{label} {(v - b) * 100:+.1f} points" if points else f"{label} {delta_text(name, b, v, 1)}")
+            break
+    for name, label in (("decode_tokens_per_s", "decode"), ("latency_ms", "latency")):
+        iv = stats.stored_interval(final, name)
+        if iv is not None:
+            parts.append(f"{label} {iv.text()}")
+            break
+        b, v = baseline.get(name), final.get(name)
+        if b and v is not None:
+            parts.append(f"{label} ×{v / b:.2f} (no interval)")
+            break
+    return " · ".join(parts)
+
+
+def pivot_headline(row: dict[str, Any]) -> str:
+    """``headline`` of a dashboard row (its baseline_* / final_* pivot columns)."""
+    pick = lambda phase: {k[len(phase) + 1:]: v for k, v in row.items() if k.startswith(f"{phase}_") and v is not None}  # noqa: E731
+    return headline(pick("baseline"), pick("final"))
+
+
 def outcome_label(status: str, gates_verdict: str | None) -> str:
     """How a run ended, first: a run that executed but missed its gates is not shown as a success."""
     if status != "succeeded":
@@ -46,14 +81,14 @@ def ratio(base: float | None, value: float | None) -> float | None:
 NEAR_ZERO = 1e-9
 
 
-def delta_text(name: str, ref: float | None, value: float | None) -> str:
+def delta_text(name: str, ref: float | None, value: float | None, decimals: int = 2) -> str:
     """The change from ``ref`` as a percentage, or as an absolute difference (with its unit) when the
     reference is (near) zero, where a percentage would be meaningless."""
     if ref is None or value is None:
         return ""
     if abs(ref) <= NEAR_ZERO * max(abs(value), 1.0):
         return "±0" if value == ref else f"{'+' if value > ref else '−'}{fmt_value(name, abs(value - ref))} (reference ≈ 0)"
-    return f"{(value - ref) / abs(ref) * 100:+.2f} %"
+    return f"{(value - ref) / abs(ref) * 100:+.{decimals}f} %"
 
 
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:

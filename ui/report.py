@@ -6,7 +6,7 @@ import html
 from typing import Any
 
 from ui.charts import waterfall
-from ui.format import metric_rows
+from ui.format import headline, metric_rows, outcome_label
 
 
 def run_report_html(summary: dict[str, Any], deltas: dict[str, list[dict[str, Any]]]) -> str:
@@ -31,6 +31,8 @@ def run_report_html(summary: dict[str, Any], deltas: dict[str, list[dict[str, An
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style>
 </head><body>
 <h1>Run {summary['run_id']}: {esc(summary['playbook'])}</h1>
+<p style="font-size:1.2em"><b>{esc(outcome_label(summary['status'], summary.get('gates_verdict')))}</b>
+{esc(' · ' + headline(summary['baseline'], summary['final'])) if summary.get('final') else ''}</p>
 <p>{esc(summary['workload'])} on {esc(summary['device'])} — status <b>{esc(summary['status'])}</b></p>
 {f"<p><b>Error:</b> {esc(summary['error'])}</p>" if summary.get('error') else ''}
 <h2>Steps</h2><ol>{steps}</ol>

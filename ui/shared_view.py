@@ -7,7 +7,7 @@ import streamlit as st
 
 from db import queries, sharing
 from db.session import session_scope
-from ui.format import STATUS_ICON, md_escape, metric_rows
+from ui.format import headline, md_escape, metric_rows, outcome_label
 from ui.outcome import outcome_banner
 
 NOT_FOUND = "Link not found. It may have been revoked, or it was mistyped."
@@ -29,7 +29,9 @@ def render(token: str) -> None:
     if not runs:
         st.info("This playbook has not been run yet.")
     for sm in runs:
-        with st.expander(f"{STATUS_ICON.get(sm['status'], '')} run {sm['run_id']} on {md_escape(sm['workload'])} — {sm['status']}"):
+        line = headline(sm["baseline"], sm["final"])
+        with st.expander(f"{outcome_label(sm['status'], sm.get('gates_verdict'))} · run {sm['run_id']} on "
+                         f"{md_escape(sm['workload'])}" + (f" · {md_escape(line)}" if line else "")):
             outcome_banner(sm)
             if sm["error"]:
                 st.error(md_escape(sm["error"]))

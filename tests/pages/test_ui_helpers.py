@@ -81,3 +81,18 @@ def test_an_idle_page_polls_seldom():
     from ui.state import POLL_ACTIVE_S, POLL_IDLE_S, poll_interval
 
     assert poll_interval(True) == POLL_ACTIVE_S <= 2 and poll_interval(False) == POLL_IDLE_S >= 30
+
+
+def test_headline_says_bytes_quality_and_speed_with_its_interval():
+    from optimizers import stats
+    from ui.format import headline, pivot_headline
+
+    base = {"perplexity": 10.0, "decode_tokens_per_s": 20.0, "stored_bytes_vs_16bit": 2.0}
+    final = {"perplexity": 10.15, "stored_bytes_vs_16bit": 0.27, "decode_tokens_per_s": 52.0,
+             **stats.figures("decode_tokens_per_s", stats.RatioInterval(2.6, 2.4, 2.8, 7))}
+    assert headline(base, final) == "bytes ×0.27 vs 16-bit · perplexity +1.5 % · decode ×2.6 [2.4–2.8]"
+    plain = {"accuracy": 0.97, "latency_ms": 5.0}
+    assert headline({"accuracy": 1.0, "latency_ms": 10.0}, plain) == "accuracy -3.0 points · latency ×0.50 (no interval)"
+    assert headline(base, {}) == ""
+    row = {"baseline_perplexity": 10.0, "final_perplexity": 10.15, "final_stored_bytes_vs_16bit": 0.27, "final_accuracy": None}
+    assert pivot_headline(row) == "bytes ×0.27 vs 16-bit · perplexity +1.5 %"
