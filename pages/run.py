@@ -10,7 +10,8 @@ from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
 from ui.charts import loss_curves_figure, serving_figure, serving_rows, training_memory_figure, training_stages
-from ui.format import STATUS_ICON, duration, duration_s, fmt_value, headline, md_escape, metric_rows, outcome_label
+from ui.format import (STATUS_ICON, duration, duration_s, fmt_value, headline, md_escape, metric_rows, outcome_label,
+                       step_status)
 from ui.diagnostics import step_diagnostics
 from ui.outcome import outcome_banner
 from ui.report import run_report_html
@@ -82,7 +83,8 @@ def show() -> None:
     st.subheader("Steps")
     for i, step in enumerate(steps, 1):
         verdict = step.get("verdict") or {}
-        line = f"{i}. {STATUS_ICON.get(step['status'], '')} {step['technique']} {step['params'] or ''} — {step['status']}"
+        status = step_status(summary["status"], step["status"])
+        line = f"{i}. {STATUS_ICON.get(status, '')} {step['technique']} {step['params'] or ''} — {status}"
         st.text(line)
         if verdict.get("reason"):
             st.caption(f"verdict: {verdict['status']} — {md_escape(verdict['reason'])}")

@@ -10,7 +10,7 @@ from playbooks.estimate import human_bytes  # noqa: F401  (the one definition; p
 
 STATUS_ICON = {
     "queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🚫", "timed_out": "⌛",
-    "pending": "·", "skipped": "⏭️",
+    "pending": "·", "skipped": "⏭️", "not run": "○",
 }
 
 
@@ -47,6 +47,17 @@ def pivot_headline(row: dict[str, Any]) -> str:
     """``headline`` of a dashboard row (its baseline_* / final_* pivot columns)."""
     pick = lambda phase: {k[len(phase) + 1:]: v for k, v in row.items() if k.startswith(f"{phase}_") and v is not None}  # noqa: E731
     return headline(pick("baseline"), pick("final"))
+
+
+ENDED_EARLY = ("failed", "cancelled", "timed_out")
+
+
+def step_status(run_status: str, step_status: str) -> str:
+    """A step's status as people read it: a step the run never reached (after a failure or a
+    cancel) is "not run", not "pending"."""
+    if step_status in ("pending", "queued", "running") and run_status in ENDED_EARLY:
+        return "not run"
+    return step_status
 
 
 def outcome_label(status: str, gates_verdict: str | None) -> str:
@@ -131,7 +142,8 @@ def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             v = st["metrics"].get(name)
             r = ratio(base.get(name), v)
             label = f"{i + 1}. {st['technique']}"
-            row[label] = fmt_value(name, v) if v is not None else ("—" if st["status"] == "succeeded" else st["status"])
+            row[label] = fmt_value(name, v) if v is not None else (
+                "—" if st["status"] == "succeeded" else step_status(summary.get("status", ""), st["status"]))
             row[f"{label} ×"] = ratio_text(name, st["metrics"], r)
         rows.append(row)
     return rows

@@ -6,7 +6,7 @@ import html
 from typing import Any
 
 from ui.charts import waterfall
-from ui.format import headline, metric_rows, outcome_label
+from ui.format import headline, metric_rows, outcome_label, step_status
 
 
 def run_report_html(summary: dict[str, Any], deltas: dict[str, list[dict[str, Any]]]) -> str:
@@ -20,7 +20,7 @@ def run_report_html(summary: dict[str, Any], deltas: dict[str, list[dict[str, An
             figs.append(waterfall(d, metric).to_html(full_html=False, include_plotlyjs="inline" if first else False))
             first = False
     steps = "".join(
-        f"<li>{esc(st['technique'])} {esc(str(st['params'] or ''))} — {esc(st['status'])}"
+        f"<li>{esc(st['technique'])} {esc(str(st['params'] or ''))} — {esc(step_status(summary['status'], st['status']))}"
         + (f" <em>{esc(st['error'])}</em>" if st.get("error") else "") + "</li>"
         for st in summary["steps"]
     )

@@ -96,3 +96,10 @@ def test_headline_says_bytes_quality_and_speed_with_its_interval():
     assert headline(base, {}) == ""
     row = {"baseline_perplexity": 10.0, "final_perplexity": 10.15, "final_stored_bytes_vs_16bit": 0.27, "final_accuracy": None}
     assert pivot_headline(row) == "bytes ×0.27 vs 16-bit · perplexity +1.5 %"
+
+
+def test_steps_after_a_failure_read_not_run():
+    from ui.format import step_status
+
+    assert step_status("failed", "pending") == "not run" and step_status("cancelled", "running") == "not run"
+    assert step_status("running", "pending") == "pending" and step_status("failed", "failed") == "failed"
