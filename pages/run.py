@@ -13,7 +13,7 @@ from ui.charts import loss_curves_figure, serving_figure, serving_rows, training
 from ui.format import (STATUS_ICON, duration, duration_s, fmt_value, headline, md_escape, metric_rows, outcome_label,
                        step_status)
 from ui.diagnostics import step_diagnostics
-from ui.outcome import outcome_banner
+from ui.outcome import headline_cards, outcome_banner
 from ui.report import run_report_html
 from ui.state import page_ready, poll_interval, repoll_if_changed
 from ui.team import current_team_id
@@ -63,6 +63,7 @@ def show() -> None:
             with session_scope() as s:
                 st.toast(queries.cancel_run(s, run_id))
     outcome_banner(summary)
+    headline_cards(summary)
     if summary["error"]:
         st.error(md_escape(summary["error"]))
     if summary["baseline"]:

@@ -99,7 +99,8 @@ def delta_text(name: str, ref: float | None, value: float | None, decimals: int 
         return ""
     if abs(ref) <= NEAR_ZERO * max(abs(value), 1.0):
         return "±0" if value == ref else f"{'+' if value > ref else '−'}{fmt_value(name, abs(value - ref))} (reference ≈ 0)"
-    return f"{(value - ref) / abs(ref) * 100:+.{decimals}f} %"
+    pct = (value - ref) / abs(ref) * 100
+    return f"±{0:.{decimals}f} %" if round(pct, decimals) == 0 else f"{pct:+.{decimals}f} %"
 
 
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:

@@ -172,3 +172,14 @@ def test_run_page_shows_each_steps_diagnostics(page):
     assert any("Diagnostics" in e.label for e in at.expander)
     figures = [set(df.value["figure"]) for df in at.dataframe if "figure" in df.value.columns]
     assert any("GPTQ relative layer-output error, worst layer" in f for f in figures)
+
+
+def test_run_page_leads_with_outcome_headline_and_cards(page):
+    run_id = _finished_run()
+    at = page("run.py", query={"run": str(run_id)})
+    assert not at.exception
+    lead = at.markdown[0].value.replace("\\", "")  # escaped markdown
+    assert lead.startswith("#### ") and "vs 16-bit" in lead  # outcome · headline, before anything else
+    labels = [m.label for m in at.metric]
+    assert "stored bytes vs a 16-bit copy" in labels and any("interval" in x for x in labels)
+    assert any(m.label.startswith("top-1") for m in at.metric)  # fidelity in view, not in a scrolling table
