@@ -27,7 +27,8 @@ from ui.team import team_selector  # noqa: E402
 team_selector()
 PAGES = {
     "Optimize": [
-        st.Page("pages/guide.py", title="Guide", icon="🧭", url_path="guide", default=True),
+        st.Page("pages/home.py", title="Home", icon="⚡", url_path="home", default=True),
+        st.Page("pages/guide.py", title="Guide", icon="🧭", url_path="guide"),
         st.Page("pages/new_run.py", title="New run", icon="🚀", url_path="new-run"),
         st.Page("pages/catalog.py", title="Catalog", icon="📖", url_path="catalog"),
         st.Page("pages/kernel_lab.py", title="Kernel lab", icon="🧪", url_path="kernel-lab"),

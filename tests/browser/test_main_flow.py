@@ -85,6 +85,9 @@ def test_guide_to_shared_link(app_server, browser):
     page = ctx.new_page()
     page.set_default_timeout(60_000)
     page.goto(URL + "/")
+    page.get_by_text("Start the guide").wait_for()  # the landing page: what it is, three ways in
+    _shot(page, "00-home")
+    page.get_by_text("Start the guide").click()
     page.get_by_text("Step 1 of 4").wait_for()
     _shot(page, "01-guide")
     for _ in range(3):

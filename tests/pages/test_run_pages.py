@@ -183,3 +183,14 @@ def test_run_page_leads_with_outcome_headline_and_cards(page):
     labels = [m.label for m in at.metric]
     assert "stored bytes vs a 16-bit copy" in labels and any("interval" in x for x in labels)
     assert any(m.label.startswith("top-1") for m in at.metric)  # fidelity in view, not in a scrolling table
+
+
+def test_home_page_says_what_it_is_and_lists_the_latest_runs(page):
+    at = page("home.py")
+    assert not at.exception and at.title[0].value == "⚡ Speedbook"
+    assert "measured against the unchanged model" in at.markdown[0].value
+    run_id = _finished_run()
+    at = page("home.py")
+    assert not at.exception
+    texts = " ".join(str(getattr(e, "label", "") or getattr(e, "value", "")) for e in at.main)
+    assert f"run {run_id}" in texts and "vs 16" in texts.replace("\\", "")  # outcome and headline first
