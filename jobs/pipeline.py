@@ -376,9 +376,10 @@ def _short_error(err: BaseException) -> str:
 
 def _execute(run_id: int, pb: Playbook, workload_name: str, device: str, dtype: str, hb: _Heartbeat) -> str:
     """The run as a plain fold over its steps; every row is written by one recorder."""
-    from optimizers.measure import measure
+    from optimizers.measure import measure, pin_threads
     from optimizers.workloads import load_workload
 
+    pin_threads()  # one thread count for the baseline and every step (recorded in the environment)
     rec = RunRecorder(run_id)
     current = load_workload(workload_name, device)
     if dtype != "fp32":  # the baseline itself in 16 bits: what real deployments compare against

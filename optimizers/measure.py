@@ -210,6 +210,7 @@ def environment(device: str) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "threads_from": "SPEEDBOOK_THREADS" if os.environ.get("SPEEDBOOK_THREADS") else "the cores this process may use",
         "cpu": _cpu_model(),
         "cpu_isa": cpu_isa(),
         "host": platform.node(),
@@ -639,6 +640,17 @@ def measure(
         with torch.inference_mode():
             values["peak_memory_bytes"] = float(peak_memory_bytes(wl.model, forward, wl.device))
     return Measurement(metrics=values, outputs=outputs, environment=environment(wl.device), timers=timers)
+
+
+def pin_threads() -> int:
+    """Fix torch's intra-op thread count for a whole run, so the baseline and every step time on the
+    same threads: ``SPEEDBOOK_THREADS``, else the cores this process may run on. Returns it."""
+    raw = os.environ.get("SPEEDBOOK_THREADS", "").strip()
+    if raw and not (raw.isdigit() and int(raw) > 0):
+        raise ValueError(f"SPEEDBOOK_THREADS={raw!r} must be a positive integer (or unset: every core the worker may use)")
+    n = int(raw) if raw else len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
 
 
 def threads_note() -> str:

@@ -120,9 +120,8 @@ METRICS: dict[str, MetricSpec] = {
 def spec(name: str) -> MetricSpec:
     if name in METRICS:
         return METRICS[name]
-    if name.startswith("estimated_"):
-        return MetricSpec("", "lower", name.replace("_", " "))
-    return MetricSpec("", "lower", name.replace("_", " "))
+    unit = "B" if name.endswith("_bytes") else ""  # bytes shown with binary prefixes, estimated or not
+    return MetricSpec(unit, "lower", name.replace("_", " "))
 
 
 def perplexity_from_nll(total_nll: float, n_tokens: int) -> float:

@@ -9,6 +9,7 @@ from db import queries
 from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
+from optimizers.metrics import spec
 from ui.charts import loss_curves_figure, serving_figure, serving_rows, training_memory_figure, training_stages
 from ui.format import (STATUS_ICON, duration, duration_s, fmt_value, headline, md_escape, metric_rows, outcome_label,
                        step_status)
@@ -115,10 +116,18 @@ def show() -> None:
             if measured and fp32:
                 st.caption(f"Estimator error on the baseline's fp32 weights: {(fp32 / measured - 1) * 100:+.2f} % "
                            f"(estimated {fmt_value('stored_bytes', fp32)}, measured {fmt_value('stored_bytes', measured)})")
-            st.json(est)
+            st.dataframe(pd.DataFrame([{"figure": spec(k).label, "value": fmt_value(k, v) if isinstance(v, (int, float))
+                                        and not isinstance(v, bool) else str(v)} for k, v in est.items()]),
+                         hide_index=True)
     if summary["environment"]:
-        with st.expander("Environment"):
-            st.json(summary["environment"])
+        with st.expander("Environment (where and how it was measured)"):
+            env = {k: v for k, v in summary["environment"].items() if not isinstance(v, (dict, list))}
+            st.dataframe(pd.DataFrame([{"": k.replace("_", " "), "value": str(v)} for k, v in env.items()]),
+                         hide_index=True)
+            for k, v in summary["environment"].items():
+                if isinstance(v, (dict, list)) and v:
+                    st.caption(k.replace("_", " "))
+                    st.json(v, expanded=False)
     if summary["status"] in FINAL_STATUSES:
         with session_scope() as s:
             deltas = {m: step_deltas(s, run_id, m) for m in ("stored_bytes", "latency_ms", "perplexity", "accuracy")}

@@ -77,3 +77,20 @@ def test_decode_bandwidth_is_bytes_times_tokens_against_the_copy_ceiling():
     assert out["decode_bandwidth_gb_per_s"] == pytest.approx(20.0)
     assert out["copy_gb_per_s"] == copy_gb_per_s("cpu") > 0
     assert out["decode_bandwidth_fraction"] == pytest.approx(20.0 / out["copy_gb_per_s"])
+
+
+def test_pin_threads_fixes_one_count_for_the_run(monkeypatch):
+    import torch
+
+    from optimizers.measure import environment, pin_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("SPEEDBOOK_THREADS", "1")
+        assert pin_threads() == 1 and torch.get_num_threads() == 1
+        assert environment("cpu")["threads_from"] == "SPEEDBOOK_THREADS"
+        monkeypatch.setenv("SPEEDBOOK_THREADS", "two")
+        with pytest.raises(ValueError, match="SPEEDBOOK_THREADS"):
+            pin_threads()
+    finally:
+        torch.set_num_threads(before)
