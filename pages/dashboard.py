@@ -8,7 +8,7 @@ import streamlit as st
 from db.dashboard import PIVOT_METRICS, SORTABLE, RunFilter, filter_choices, runs_page, step_deltas
 from db.session import session_scope
 from optimizers.metrics import spec
-from ui.charts import memory_bars, pareto_figure, quality_loss_pct, speedup, waterfall
+from ui.charts import memory_bars, pareto_figure, quality_loss_pct, speedup, speedup_interval, waterfall
 from ui.format import outcome_label, pivot_headline
 from ui.state import page_ready
 from ui.team import current_team_id
@@ -55,7 +55,8 @@ table = pd.DataFrame(
             "playbook": r["playbook_name"],
             "workload": r["workload"],
             "device": r["device"], "created": r["created_at"],
-            "speed-up ×": speedup(r), "quality loss %": quality_loss_pct(r),
+            "speed-up ×": speedup(r), "speed-up 95 % low": speedup_interval(r)[0],
+            "speed-up 95 % high": speedup_interval(r)[1], "quality loss %": quality_loss_pct(r),
             "stored ×": (r["final_stored_bytes"] / r["baseline_stored_bytes"]) if r.get("final_stored_bytes") and r.get("baseline_stored_bytes") else None,
             **{f"final {spec(m).label}": r.get(f"final_{m}") for m in PIVOT_METRICS},
         }
@@ -64,6 +65,8 @@ table = pd.DataFrame(
 )
 st.caption(f"{total} runs match; showing {len(rows)}. All figures measured; ratios against each run's own baseline.")
 st.dataframe(table, hide_index=True, column_config={"speed-up ×": st.column_config.NumberColumn(format="%.3f"),
+                                                    "speed-up 95 % low": st.column_config.NumberColumn(format="%.2f"),
+                                                    "speed-up 95 % high": st.column_config.NumberColumn(format="%.2f"),
                                                     "quality loss %": st.column_config.NumberColumn(format="%.3f"),
                                                     "stored ×": st.column_config.NumberColumn(format="%.3f")})
 d1, d2 = st.columns(2)

@@ -10,7 +10,8 @@ from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
 from optimizers.metrics import spec
-from ui.charts import loss_curves_figure, serving_figure, serving_rows, training_memory_figure, training_stages
+from ui.charts import (loss_curves_figure, serving_figure, serving_rows, step_ratio_figure, training_memory_figure,
+                       training_stages)
 from ui.format import (STATUS_ICON, duration, duration_s, fmt_value, headline, md_escape, metric_rows, outcome_label,
                        step_status)
 from ui.diagnostics import step_diagnostics
@@ -69,6 +70,9 @@ def show() -> None:
         st.error(md_escape(summary["error"]))
     if summary["baseline"]:
         st.subheader("Metrics against the baseline (measured)")
+        ratio_chart = step_ratio_figure(summary)
+        if ratio_chart is not None:
+            st.plotly_chart(ratio_chart, key="step-ratio-chart")
         st.dataframe(pd.DataFrame(metric_rows(summary)), hide_index=True)
     if summary.get("scenario") == "serving" and serving_rows(summary):
         st.subheader("Serving the trace (measured)")

@@ -25,8 +25,17 @@ def quality_loss_pct(row: dict[str, Any]) -> float | None:
 
 
 def speedup(row: dict[str, Any]) -> float | None:
+    """Baseline latency over final latency: the interleaved interval's ratio where the run has one."""
+    if row.get("final_latency_ms_ci_ratio"):
+        return 1.0 / row["final_latency_ms_ci_ratio"]
     b, f = row.get("baseline_latency_ms"), row.get("final_latency_ms")
     return b / f if b and f else None
+
+
+def speedup_interval(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(low, high) of the speed-up's 95 % interval (None, None without interleaved timing)."""
+    lo, hi = row.get("final_latency_ms_ci_low"), row.get("final_latency_ms_ci_high")
+    return (1.0 / hi, 1.0 / lo) if lo and hi else (None, None)
 
 
 def pareto_front(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
@@ -39,18 +48,27 @@ def pareto_front(points: list[tuple[float, float, Any]]) -> list[tuple[float, fl
 
 
 def pareto_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    """Quality loss against speed-up, each run against its own baseline, with the speed-up's 95 %
+    interval as an error bar; one Pareto front per workload (only comparable runs are joined)."""
     pts = [(speedup(r), quality_loss_pct(r), r) for r in rows]
     pts = [(x, y, r) for x, y, r in pts if x is not None and y is not None]
     fig = go.Figure()
-    fig.add_scatter(
-        x=[p[0] for p in pts], y=[p[1] for p in pts], mode="markers", name="runs",
-        text=[f"run {r['id']}: {r['playbook_name']} on {r['workload']}" for *_, r in pts], hoverinfo="text+x+y",
-    )
-    front = pareto_front(pts)
-    if front:
-        fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name="Pareto front",
-                        line={"dash": "dash"})
-    fig.update_layout(title="Quality vs speed (measured, each run against its own baseline)",
+    for workload in sorted({r["workload"] for *_, r in pts}):
+        mine = [p for p in pts if p[2]["workload"] == workload]
+        lows = [speedup_interval(r) for *_, r in mine]
+        fig.add_scatter(
+            x=[p[0] for p in mine], y=[p[1] for p in mine], mode="markers+text", name=f"{workload} runs",
+            text=[f"run {r['id']}" for *_, r in mine], textposition="top center",
+            hovertext=[f"run {r['id']}: {r['playbook_name']} on {r['workload']}" for *_, r in mine], hoverinfo="text+x+y",
+            error_x={"type": "data", "symmetric": False,
+                     "array": [(hi - x) if hi else 0.0 for (x, _, _), (_, hi) in zip(mine, lows)],
+                     "arrayminus": [(x - lo) if lo else 0.0 for (x, _, _), (lo, _) in zip(mine, lows)]},
+        )
+        front = pareto_front(mine)
+        if len(front) > 1:
+            fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name=f"{workload} Pareto front",
+                            line={"dash": "dash"})
+    fig.update_layout(title="Quality vs speed (measured, each run against its own baseline; error bars: 95 % interval)",
                       xaxis_title="latency speed-up × (baseline / final)", yaxis_title="quality loss % (lower is better)",
                       height=420, margin={"t": 50, "b": 40})
     return fig
@@ -188,4 +206,38 @@ def training_memory_figure(summary: dict[str, Any]) -> go.Figure:
                         marker={"symbol": "x", "size": 11})
     fig.update_layout(barmode="stack", title="Training memory by kind (measured, torch's accounting) and the estimate",
                       yaxis={"title": "MiB"}, height=400, margin={"t": 50, "b": 40}, legend={"orientation": "h"})
+    return fig
+
+
+STEP_CHART_METRICS = ("stored_bytes", "perplexity", "accuracy", "pair_spearman", "latency_ms", "decode_tokens_per_s")
+
+
+def step_ratio_figure(summary: dict[str, Any]) -> go.Figure | None:
+    """Each measured step's key metrics as a ratio to the baseline (1 = unchanged), one bar group per
+    step; a timed metric's bar carries its 95 % interval (interleaved with the baseline) as an error
+    bar. None when no step has figures."""
+    from optimizers import stats
+
+    base = summary.get("baseline") or {}
+    steps = [(f"{i}. {st['technique']}", st["metrics"]) for i, st in enumerate(summary.get("steps") or [], 1)
+             if st.get("metrics")]
+    if not steps or not base:
+        return None
+    fig = go.Figure()
+    for name in STEP_CHART_METRICS:
+        if not base.get(name):
+            continue
+        xs, ys, up, down = [], [], [], []
+        for label, m in steps:
+            iv = stats.stored_interval(m, name)
+            if iv is not None:
+                xs.append(label), ys.append(iv.ratio), up.append(iv.high - iv.ratio), down.append(iv.ratio - iv.low)
+            elif m.get(name) is not None:
+                xs.append(label), ys.append(m[name] / base[name]), up.append(0.0), down.append(0.0)
+        if xs:
+            fig.add_bar(x=xs, y=ys, name=f"{spec(name).label} ({spec(name).better} is better)",
+                        error_y={"type": "data", "symmetric": False, "array": up, "arrayminus": down})
+    fig.add_hline(y=1.0, line_dash="dot", annotation_text="baseline")
+    fig.update_layout(title="Each step against the baseline (measured; error bars: 95 % interval of timed ratios)",
+                      barmode="group", yaxis_title="× baseline", height=380, margin={"t": 50, "b": 40})
     return fig

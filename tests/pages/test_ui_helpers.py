@@ -1,4 +1,6 @@
 """Pure UI helpers: Pareto front, quality/speed ratios, markdown escaping, the HTML report."""
+import pytest
+
 from ui.charts import pareto_front, quality_loss_pct, speedup
 from ui.format import md_escape
 from ui.report import run_report_html
@@ -103,3 +105,38 @@ def test_steps_after_a_failure_read_not_run():
 
     assert step_status("failed", "pending") == "not run" and step_status("cancelled", "running") == "not run"
     assert step_status("running", "pending") == "pending" and step_status("failed", "failed") == "failed"
+
+
+def test_step_chart_draws_intervals_as_error_bars():
+    from optimizers import stats
+    from ui.charts import step_ratio_figure
+
+    summary = {"baseline": {"stored_bytes": 100.0, "latency_ms": 10.0, "perplexity": 10.0},
+               "steps": [{"technique": "int8_dynamic", "metrics": {
+                   "stored_bytes": 50.0, "perplexity": 10.2, "latency_ms": 5.0,
+                   **stats.figures("latency_ms", stats.RatioInterval(0.5, 0.4, 0.7, 7))}},
+                   {"technique": "advice", "metrics": {}}]}
+    fig = step_ratio_figure(summary)
+    bars = {b.name.rsplit(" (", 1)[0]: b for b in fig.data}
+    assert list(bars["latency (median)"].y) == [0.5] and list(bars["latency (median)"].error_y.array) == [pytest.approx(0.2)]
+    assert list(bars["latency (median)"].error_y.arrayminus) == [pytest.approx(0.1)]
+    assert list(bars["stored bytes"].y) == [0.5] and list(bars["stored bytes"].x) == ["1. int8_dynamic"]
+    assert step_ratio_figure({"baseline": {}, "steps": []}) is None
+
+
+def test_pareto_joins_only_comparable_runs_and_draws_intervals():
+    from ui.charts import pareto_figure
+
+    def row(i, wl, speed, ppl, lo=None, hi=None):
+        r = {"id": i, "workload": wl, "playbook_name": "p", "baseline_latency_ms": 10.0, "final_latency_ms": 10.0 / speed,
+             "baseline_perplexity": 10.0, "final_perplexity": ppl}
+        if lo:
+            r |= {"final_latency_ms_ci_ratio": 1 / speed, "final_latency_ms_ci_low": 1 / hi, "final_latency_ms_ci_high": 1 / lo}
+        return r
+
+    fig = pareto_figure([row(1, "a", 2.0, 10.5, 1.8, 2.3), row(2, "a", 1.5, 10.1), row(3, "b", 3.0, 12.0)])
+    names = [t.name for t in fig.data]
+    assert names == ["a runs", "a Pareto front", "b runs"]  # no line joins workload a's runs to b's
+    a = fig.data[0]
+    assert list(a.text) == ["run 1", "run 2"]  # labelled points
+    assert a.error_x.array[0] == pytest.approx(0.3) and a.error_x.arrayminus[0] == pytest.approx(0.2)
