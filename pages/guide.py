@@ -27,6 +27,23 @@ c = st.session_state.setdefault("guide", {"goal": "serve", "model": "Llama-3.1-8
                                           "concurrency": 8, "data": "calibration", "runtime": "any"})
 
 
+SERVING_GOALS = ("serve", "edge")
+
+
+def _asked(c: dict) -> tuple[str, ...]:
+    """The sequence figures this goal's estimate uses for this model: a served LLM's context and
+    concurrency (its KV cache), a trained transformer's sequence length; none for a CNN."""
+    try:
+        kind = specs.get_model(c["model"]).kind
+    except ValueError:
+        return ("context_length", "concurrency")
+    if kind == "cnn":
+        return ()
+    if c["goal"] in SERVING_GOALS:
+        return ("context_length", "concurrency") if kind == "llm" else ()
+    return ("context_length",)
+
+
 def _choice(label: str, key: str, options: list[str], **kw) -> None:
     c[key] = st.radio(label, options, index=options.index(c[key]), horizontal=True, key=f"g_{key}", **kw)
 
@@ -47,9 +64,15 @@ else:
     _choice("What matters most?", "priority", list(typing.get_args(C.Priority)))
     _choice("Accuracy tolerance", "accuracy_tolerance", list(typing.get_args(C.Tolerance)),
             help="lossless never yields a lossy step")
-    col1, col2 = st.columns(2)
-    c["context_length"] = int(col1.number_input("Context length (tokens)", 1, 10_000_000, int(c["context_length"]), key="g_ctx"))
-    c["concurrency"] = int(col2.number_input("Concurrent requests", 1, 100_000, int(c["concurrency"]), key="g_conc"))
+    asks = _asked(c)
+    cols = st.columns(2)
+    if "context_length" in asks:
+        label = "Context length (tokens)" if c["goal"] in SERVING_GOALS else "Training sequence length (tokens)"
+        c["context_length"] = int(cols[0].number_input(label, 1, 10_000_000, int(c["context_length"]), key="g_ctx"))
+    if "concurrency" in asks:
+        c["concurrency"] = int(cols[1].number_input("Concurrent requests", 1, 100_000, int(c["concurrency"]), key="g_conc"))
+    if not asks:
+        st.caption("Context length and concurrency do not enter this goal's estimate for this model; not asked.")
     _choice("Data you can use", "data", list(typing.get_args(C.Data)))
     _choice("Runtime", "runtime", list(typing.get_args(C.Runtime)))
 
@@ -66,7 +89,7 @@ if step == len(STEPS) - 1 and b2.button("Recommend", type="primary"):
 if not st.session_state.get("guide_done"):
     st.stop()
 
-doc = {k: c[k] for k in ("goal", "model", "priority", "accuracy_tolerance", "context_length", "concurrency", "data", "runtime")}
+doc = {k: c[k] for k in ("goal", "model", "priority", "accuracy_tolerance", "data", "runtime", *_asked(c))}
 doc["hardware"] = {"cpu": True} if c["gpu"] == "CPU" else {"gpu": c["gpu"], "count": c["count"]}
 try:
     recs = recommend(doc, limit=5)
@@ -93,6 +116,12 @@ for rank, rec in enumerate(recs, 1):
         for warning in d["warnings"]:
             st.warning(warning)
         est = d["estimates"]
+        assumed = [f"{est['count']}× {est['hardware']}"]
+        if "context_length" in _asked(c):
+            assumed.append(f"{est['context_length']:,}-token {'context' if c['goal'] in SERVING_GOALS else 'sequences'}")
+        if "concurrency" in _asked(c):
+            assumed.append(f"{est['concurrency']} concurrent requests")
+        st.caption("The estimate assumes " + ", ".join(assumed) + ".")
         per = est.get("per_step", [])
         if per:
             fig = go.Figure()

@@ -65,3 +65,18 @@ def test_catalog_search_and_filters(page):
     assert 0 < len(at.expander) - 1 < total  # minus the evidence-table expander
     at.text_input[0].set_value("zzzz-nothing").run()
     assert "No technique matches" in at.info[0].value
+
+
+def test_guide_asks_sequence_figures_only_where_the_goal_uses_them(page):
+    at = page("guide.py")
+    at.radio[0].set_value("edge").run()
+    next(b for b in at.button if b.label == "Next").click().run()
+    at.selectbox[-1].set_value("MobileNetV2").run()
+    next(b for b in at.button if b.label == "Next").click().run()
+    next(b for b in at.button if b.label == "Next").click().run()
+    assert not at.number_input  # an edge CNN: no context length, no concurrency
+    next(b for b in at.button if b.label == "Recommend").click().run()
+    assert not at.exception
+    assert any(c.value.startswith("The estimate assumes") and "token" not in c.value for c in at.caption)
+    llm = _walk_to_recommendations(page("guide.py"))  # the default: serving an LLM asks both and says them
+    assert any("concurrent requests" in c.value and "token context" in c.value for c in llm.caption)
