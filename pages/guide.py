@@ -121,6 +121,11 @@ for rank, rec in enumerate(recs, 1):
             assumed.append(f"{est['context_length']:,}-token {'context' if c['goal'] in SERVING_GOALS else 'sequences'}")
         if "concurrency" in _asked(c):
             assumed.append(f"{est['concurrency']} concurrent requests")
+        setup = est.get("assumes") or {}
+        if "method" in setup:  # what the training estimate assumes after the playbook's steps
+            assumed.append(f"{setup['method']} with {setup['optimizer']}, activation checkpointing "
+                           f"{'on' if setup['activation_checkpointing'] else 'off'}"
+                           + (f", ZeRO stage {setup['zero_stage']}" if setup["zero_stage"] else ""))
         st.caption("The estimate assumes " + ", ".join(assumed) + ".")
         per = est.get("per_step", [])
         if per:

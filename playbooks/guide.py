@@ -418,9 +418,13 @@ def estimates(f: Facts, steps: list[StepAdvice]) -> dict[str, Any]:
         if step.entry is not None and not step.verdict.startswith("advice-only: already"):
             state = apply_effects(state, step.entry.effects, f.spec)
         per_step.append({"technique": step.technique, **metrics(f, state)})
+    training = f.constraints.goal in ("pretrain", "finetune")
+    assumes = ({"method": {"qlora": "QLoRA", "lora": "LoRA"}.get(state.adapters or "", "full fine-tune"),
+                "optimizer": state.optimizer, "activation_checkpointing": state.checkpointing,
+                "zero_stage": state.zero_stage if f.count > 1 else 0} if training else {"kv_cache": state.kv_cache})
     return {
         "label": "estimated", "model": f.spec.name, "hardware": f.hw.name, "count": f.count,
-        "context_length": f.context, "concurrency": f.constraints.concurrency,
+        "context_length": f.context, "concurrency": f.constraints.concurrency, "assumes": assumes,
         "before": before, "after": per_step[-1] if per_step else before, "per_step": per_step,
     }
 

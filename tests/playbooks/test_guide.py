@@ -255,3 +255,10 @@ def test_a_linear_only_quantizer_leaves_a_cnns_convolutions_alone_in_the_estimat
     half = guide.apply_effects(guide.baseline_state(guide.facts(load_constraints(EXAMPLES / "edge-cnn-cpu.yaml"))),
                                catalog.get_entry("half_precision").effects, spec)
     assert half.conv_weights == "bf16"  # a cast reaches the convolutions
+
+
+def test_a_training_card_says_what_its_estimate_assumes_and_the_fitting_recipe_ranks_first():
+    recs = guide.recommend(EXAMPLES / "finetune-70b-48gb.yaml")
+    first = recs[0].estimates
+    assert first["assumes"]["method"] == "QLoRA" and first["assumes"]["activation_checkpointing"] is True
+    assert first["after"]["estimated_fits"] and first["context_length"] > 0
