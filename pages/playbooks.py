@@ -32,6 +32,13 @@ with st.expander("Import a playbook (YAML)"):
             else:
                 st.success(f"Saved {pb.name}.")
 
+def share_url(token: str) -> str:
+    """The whole link: this app's address (as the browser reached it) with the share token."""
+    base = (st.context.url or "").split("?", 1)[0].rstrip("/")
+    base = base.rsplit("/", 1)[0] if base.endswith("/playbooks") else base
+    return f"{base}/?share={token}"
+
+
 with session_scope() as s:
     saved = [(p.id, p.name, p.title, p.yaml_text, p.origin, p.created_at) for p in queries.saved_playbooks(s, team_id)]
 if not saved:
@@ -52,8 +59,9 @@ for pid, name, title, yaml_text, origin, created in saved:
                 token = sharing.create_link(s, pid)
             st.session_state[f"token{pid}"] = token
         if st.session_state.get(f"token{pid}"):
-            st.caption("Anyone with this link sees the playbook and its runs, read-only. It is shown once; copy it now.")
-            st.code(f"/?share={st.session_state[f'token{pid}']}", language=None)
+            st.caption("Anyone with this link sees the playbook and its runs, read-only. It is shown once; copy it now "
+                       "(the copy button is at the right of the link).")
+            st.code(share_url(st.session_state[f"token{pid}"]), language=None)
         with st.expander("YAML and share links"):
             st.code(yaml_text, language="yaml")
             with session_scope() as s:
@@ -63,8 +71,17 @@ for pid, name, title, yaml_text, origin, created in saved:
                 cols = st.columns([3, 1])
                 cols[0].text(f"link #{lid} made {made:%Y-%m-%d %H:%M} — {'revoked ' + f'{revoked:%Y-%m-%d %H:%M}' if revoked else 'live'}")
                 if not revoked and cols[1].button("Revoke", key=f"revoke{lid}"):
-                    with session_scope() as s:
-                        sharing.revoke(s, lid)
-                    st.rerun()
+                    st.session_state[f"confirm{lid}"] = True
+                if st.session_state.get(f"confirm{lid}") and not revoked:
+                    st.warning(f"Revoke link #{lid}? Whoever holds it loses access; this cannot be undone.")
+                    yes, no = st.columns(2)
+                    if yes.button("Yes, revoke it", key=f"yes{lid}", type="primary"):
+                        with session_scope() as s:
+                            sharing.revoke(s, lid)
+                        st.session_state.pop(f"confirm{lid}", None)
+                        st.rerun()
+                    if no.button("Keep it", key=f"no{lid}"):
+                        st.session_state.pop(f"confirm{lid}", None)
+                        st.rerun()
             for rid, status, wl in runs:
                 st.text(f"{STATUS_ICON.get(status, '')} run {rid} on {wl}: {status}")

@@ -125,6 +125,7 @@ def test_guide_to_shared_link(app_server, browser):
     page.get_by_role("button", name="Share").first.click()
     code = page.locator("code").filter(has_text="/?share=").first
     code.wait_for()
+    assert code.inner_text().startswith("http://")  # the whole link, ready to copy
     token = re.search(r"share=([A-Za-z0-9_-]{43})", code.inner_text()).group(1)
     _shot(page, "06-share")
 
@@ -140,6 +141,7 @@ def test_guide_to_shared_link(app_server, browser):
     revoke.wait_for()
     _idle(page)  # a click during a rerun can be dropped by Streamlit: click once it is idle
     revoke.click()
+    page.get_by_role("button", name="Yes, revoke it").first.click()  # revoking asks for confirmation
     page.get_by_text(re.compile(r"link #\d+ made .* — revoked")).first.wait_for(state="attached", timeout=60_000)
     revoked = browser.new_context().new_page()
     revoked.goto(f"{URL}/?share={token}")

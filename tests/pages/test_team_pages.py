@@ -64,6 +64,17 @@ def test_saved_playbooks_share_and_revoke(page):
     assert f"/?share={token}" in _texts(at)
     with session_scope() as s:
         assert sharing.resolve(s, token).id == pid
+        lid = sharing.links_for(s, pid)[0].id
+    next(b for b in at.button if b.key == f"revoke{lid}").click().run()  # asks first
+    assert any("cannot be undone" in w.value for w in at.warning)
+    next(b for b in at.button if b.key == f"no{lid}").click().run()
+    with session_scope() as s:
+        assert sharing.resolve(s, token).id == pid  # kept
+    next(b for b in at.button if b.key == f"revoke{lid}").click().run()
+    next(b for b in at.button if b.key == f"yes{lid}").click().run()
+    assert not at.exception
+    with session_scope() as s:
+        assert sharing.resolve(s, token) is None
 
 
 def _shared(token: str) -> AppTest:
