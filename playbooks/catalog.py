@@ -80,6 +80,8 @@ class CatalogEntry(_Strict):
     effects: Effects = Field(default_factory=Effects)
     model_feature: Literal["gqa", "mqa", "moe", "tied"] | None = Field(
         None, description="already present in a model that has this feature")
+    model_kinds: list[Literal["llm", "encoder", "vit", "cnn"]] = Field(
+        default_factory=list, description="the model kinds it applies to (empty: any); e.g. a KV cache needs an LLM")
     status: Literal["executable", "advice_only"]
     technique: str | None = Field(None, description="registered technique name (planned one while advice-only)")
     reason: str | None = Field(None, description="why it is advice-only")

@@ -231,6 +231,9 @@ def _candidates(entry: CatalogEntry) -> Iterable[CatalogEntry]:
 def _blocker(e: CatalogEntry, f: Facts) -> str | None:
     if _present_in_model(e, f.spec):
         return None  # already part of the model: nothing to apply, nothing can change
+    if e.model_kinds and f.spec.kind not in e.model_kinds:
+        kinds = {"llm": "LLM", "cnn": "CNN", "vit": "ViT", "encoder": "encoder"}
+        return f"applies to {' / '.join(kinds[k] for k in e.model_kinds)} models only; this model is a {kinds[f.spec.kind]}"
     problem = hardware_problem(e, f.hw, f.constraints.gpu_count)
     if problem:
         return problem

@@ -262,3 +262,12 @@ def test_a_training_card_says_what_its_estimate_assumes_and_the_fitting_recipe_r
     first = recs[0].estimates
     assert first["assumes"]["method"] == "QLoRA" and first["assumes"]["activation_checkpointing"] is True
     assert first["after"]["estimated_fits"] and first["context_length"] > 0
+
+
+def test_a_step_for_another_kind_of_model_is_not_offered():
+    for r in guide.recommend(EXAMPLES / "edge-cnn-cpu.yaml"):
+        assert "continuous_batching" not in [s.technique for s in r.steps], r.playbook  # no KV cache in a CNN
+    assert any("applies to LLM models only; this model is a CNN" in w
+               for r in guide.recommend(EXAMPLES / "edge-cnn-cpu.yaml") for w in r.warnings)
+    serving = {s.technique for r in guide.recommend(EXAMPLES / "long-context-serving.yaml") for s in r.steps}
+    assert "paged_kv_cache" in serving or "continuous_batching" in serving  # an LLM keeps them
