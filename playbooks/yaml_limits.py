@@ -30,6 +30,17 @@ def expanded_nodes(node: yaml.Node, memo: dict[int, int] | None = None) -> int:
     return n
 
 
+def yaml_problem(what: str, err: yaml.YAMLError) -> str:
+    """The parser's complaint as a person reads it: the line and column (1-based), then what was
+    wrong ("mapping values are not allowed here"), without the parser's internal framing."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    hint = f" ({context} that starts at line {cmark.line + 1}, column {cmark.column + 1})" if context and cmark else ""
+    return f"malformed {what} YAML, {where}{problem}{hint}"
+
+
 def safe_yaml(text: str, what: str, error: type[ValueError]) -> Any:
     """``yaml.safe_load(text)``, or ``error`` naming the limit that was crossed."""
     size = len(text.encode("utf-8", errors="replace"))
@@ -44,6 +55,6 @@ def safe_yaml(text: str, what: str, error: type[ValueError]) -> Any:
                             f"the limit is {MAX_EXPANDED_NODES:,}")
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise error(f"malformed YAML: {err}") from None
+        raise error(yaml_problem(what, err)) from None
     except RecursionError:
         raise error(f"{what} YAML is nested too deeply") from None

@@ -97,7 +97,7 @@ def test_load_from_yaml_text_json_file_and_config_path(tmp_path):
 def test_load_errors():
     with pytest.raises(ConstraintError, match="constraints file not found"):
         load_constraints("/no/such/file.yaml")
-    with pytest.raises(ConstraintError, match="malformed YAML"):
+    with pytest.raises(ConstraintError, match=r"malformed constraints YAML, line \d+, column \d+: "):
         load_constraints_text("goal: [serve\n")
     with pytest.raises(ConstraintError, match="must be a mapping"):
         load_constraints_text("- serve\n")

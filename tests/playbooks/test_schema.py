@@ -33,7 +33,7 @@ def test_bad_playbooks_name_the_field(data, fragment):
 
 
 def test_malformed_yaml():
-    with pytest.raises(PlaybookError, match="malformed YAML"):
+    with pytest.raises(PlaybookError, match=r"malformed playbook YAML, line \d+, column \d+: "):
         load_playbook_text("name: [unclosed")
 
 
@@ -53,3 +53,10 @@ def test_one_name_everywhere_for_executable_catalog_entries():
 
     mismatched = [(e.id, e.technique) for e in catalog.entries() if e.status == "executable" and e.id != e.technique]
     assert not mismatched
+
+
+def test_yaml_errors_name_the_line_not_the_parser():
+    with pytest.raises(PlaybookError) as err:
+        load_playbook_text("name: x\ntitle: y\nsteps:\n  - technique: int8_dynamic\n    params: {bits: 3\n")
+    msg = str(err.value)
+    assert "flow mapping that starts at line 5, column 13" in msg and "<unicode string>" not in msg
