@@ -45,8 +45,23 @@ if error:
 
 from optimizers.workloads import workload_names  # noqa: E402  (after the page shell renders)
 
+KIND_TASKS = {"llm": "causal_lm", "encoder": "encoder", "cnn": "vision", "vit": "vision"}
+
+
+def _fitting(names: list[str], pb) -> int:
+    """Index of the first workload whose task the playbook's model kinds serve (edge-vision → a CNN)."""
+    from optimizers.workloads import workload_task
+
+    kinds = (pb.when.get("model_kind") if pb is not None else None) or []
+    tasks = {KIND_TASKS[k] for k in ([kinds] if isinstance(kinds, str) else kinds) if k in KIND_TASKS}
+    preferred = [n for n in names if workload_task(n) in tasks]
+    return names.index(preferred[0]) if preferred else 0
+
+
 col1, col2 = st.columns(2)
-workload = col1.selectbox("Workload", workload_names(), help="built-in reference models; see the README")
+names = workload_names()
+workload = col1.selectbox("Workload", names, index=_fitting(names, pb),
+                          help="built-in reference models; the first one preselected fits the playbook's model kind")
 device = col2.selectbox("Device", ["cpu", "cuda"], help="the queue the run goes to: cpu or gpu workers")
 dtype = col1.selectbox("Baseline precision", ["default", "fp32", "bf16", "fp16"],
                        help="what every step is compared with: default is fp32 on CPU, bf16 on CUDA")
@@ -60,8 +75,16 @@ else:
 
 if pb is not None:
     with st.expander(f"Steps of “{md_escape(pb.title)}”", expanded=True):
+        from optimizers import registry
+
         for i, step in enumerate(pb.steps, 1):
             st.text(f"{i}. {step.technique}  {step.params or ''}")
+            if step.technique in registry.names():
+                fields = registry.get(step.technique).Config.model_fields
+                with st.popover(f"parameters of {step.technique}"):
+                    st.dataframe([{"parameter": k, "this playbook": repr(step.params[k]) if k in step.params else "",
+                                   "default": repr(f.get_default(call_default_factory=True)), "what it does": f.description or ""}
+                                  for k, f in fields.items()], hide_index=True)
         if pb.expect:
             st.text("expect: " + "; ".join(g.model_dump_json(exclude_none=True) for g in pb.expect))
 

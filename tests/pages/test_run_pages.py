@@ -194,3 +194,13 @@ def test_home_page_says_what_it_is_and_lists_the_latest_runs(page):
     assert not at.exception
     texts = " ".join(str(getattr(e, "label", "") or getattr(e, "value", "")) for e in at.main)
     assert f"run {run_id}" in texts and "vs 16" in texts.replace("\\", "")  # outcome and headline first
+
+
+def test_new_run_preselects_a_fitting_workload_and_lists_parameters(page):
+    at = page("new_run.py")
+    at.selectbox[0].set_value("edge-vision").run()  # a CNN playbook
+    assert not at.exception
+    assert at.selectbox[1].value == "digits-cnn"
+    tables = [t for p in at.get("popover") for t in p.get("arrow_data_frame")] if at.get("popover") else []
+    frames = [df.value for df in at.dataframe] + [t.value for t in tables]
+    assert any("parameter" in f.columns and "amount" in set(f["parameter"]) for f in frames)
