@@ -75,6 +75,17 @@ def submit(kernel: str, params: dict[str, Any], dtype: str, device: str, team_id
     return bench_id
 
 
+def cancel(bench_id: int, team_id: int | None = None) -> str:
+    """Cancel a request that no worker has taken yet (a worker only takes ``queued`` rows)."""
+    with session_scope() as s:
+        q = update(KernelBenchmark).where(KernelBenchmark.id == bench_id, KernelBenchmark.status == "queued")
+        if team_id is not None:
+            q = q.where(KernelBenchmark.team_id == team_id)
+        done = s.execute(q.values(status="cancelled", error="cancelled by request", finished_at=utcnow())).rowcount
+    return f"Kernel request #{bench_id} cancelled." if done else \
+        f"Kernel request #{bench_id} is no longer queued (a worker took it, or it ended): nothing to cancel."
+
+
 def _shape_key(params: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in params.items())
 

@@ -21,7 +21,12 @@ team_id = current_team_id()
 c1, c2, c3 = st.columns(3)
 kernel = c1.selectbox("Kernel", list(KERNELS))
 dtype = c2.selectbox("dtype", kernel_lab.DTYPES, index=1)
-device = c3.selectbox("Device", ["cuda", "cpu"], help="cuda: timing on a GPU worker; cpu: interpreter correctness check")
+with session_scope() as s:
+    live = queries.live_workers(s)
+has_gpu_worker = any("gpu" in (w.queues or []) for w in live)
+device = c3.selectbox("Device", ["cuda", "cpu"], index=0 if has_gpu_worker else 1,
+                      help="cuda: timing on a GPU worker; cpu: interpreter correctness check "
+                           "(preselected: a device with a live worker)")
 defaults = kernel_lab.bench_params(kernel)
 small = device == "cpu"
 cols = st.columns(max(len(defaults), 1))
@@ -32,8 +37,7 @@ for col, (name, default) in zip(cols, defaults.items()):
     elif isinstance(default, int):
         start = min(default, 64) if small and name not in ("group_size", "d") else default
         params[name] = int(col.number_input(name, min_value=1, value=start, key=f"k_{kernel}_{name}_{device}"))
-with session_scope() as s:
-    workers = [w for w in queries.live_workers(s) if ("gpu" if device == "cuda" else "cpu") in (w.queues or [])]
+workers = [w for w in live if ("gpu" if device == "cuda" else "cpu") in (w.queues or [])]
 if not workers:
     st.warning(f"No live worker on the {'gpu' if device == 'cuda' else 'cpu'} queue; the request will wait for one.")
 if st.button("Run", type="primary"):
@@ -65,6 +69,12 @@ def results() -> None:
     ])
     st.subheader("Results (measured)")
     st.dataframe(table, hide_index=True)
+    queued = [r["id"] for r in rows if r["status"] == "queued"]
+    if queued:
+        q1, q2 = st.columns([3, 1])
+        pick = q1.selectbox("Queued request", queued, format_func=lambda i: f"#{i}", key="kl_cancel_pick")
+        if q2.button("Cancel it", key="kl_cancel"):
+            st.toast(kernel_lab.cancel(pick, team_id))
     timed = [r for r in rows if r["mode"] == "bench" and r["status"] == "succeeded" and r.get("ceilings")]
     if timed:
         c = timed[0]["ceilings"]
