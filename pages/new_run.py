@@ -62,6 +62,23 @@ col1, col2 = st.columns(2)
 names = workload_names()
 workload = col1.selectbox("Workload", names, index=_fitting(names, pb),
                           help="built-in reference models; the first one preselected fits the playbook's model kind")
+local = col1.text_input("…or a local model directory", placeholder="e.g. data/models/my-llama",
+                        help="a Hugging Face directory (config.json + *.safetensors) under the model folders "
+                             "(SPEEDBOOK_MODEL_ROOTS); pickles and remote code are refused, as in the CLI").strip()
+if local:
+    from optimizers.workloads.base import WorkloadError
+    from optimizers.workloads.hf import check_local_model
+
+    try:
+        check_local_model(local)
+    except WorkloadError as err:
+        st.error(f"This model directory cannot be used: {md_escape(str(err))}")
+        blocked_model = True
+    else:
+        workload, blocked_model = local, False
+        col1.caption(f"Using the local model `{md_escape(local)}` instead of the built-in one.")
+else:
+    blocked_model = False
 device = col2.selectbox("Device", ["cpu", "cuda"], help="the queue the run goes to: cpu or gpu workers")
 dtype = col1.selectbox("Baseline precision", ["default", "fp32", "bf16", "fp16"],
                        help="what every step is compared with: default is fp32 on CPU, bf16 on CUDA")
@@ -102,7 +119,7 @@ if pb is not None:
         st.warning(f"This playbook is judged in the {natural} scenario, and {SCENARIOS[natural].not_built}.")
         blocked = True
 
-if st.button("Run this playbook", type="primary", disabled=pb is None or blocked):
+if st.button("Run this playbook", type="primary", disabled=pb is None or blocked or blocked_model):
     from jobs import submit
 
     try:

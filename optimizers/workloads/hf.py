@@ -100,6 +100,24 @@ def _check_local_files(path: str) -> None:
         )
 
 
+def check_local_model(name_or_path: str) -> Path:
+    """A local model directory as a run would load it, checked before anything is queued: under a
+    model root, with config.json and safetensors weights (no pickles), its config not asking for
+    remote code. Returns the resolved directory; raises WorkloadError saying what to fix."""
+    import json
+
+    path = contained_path(name_or_path)
+    _check_local_files(str(path))
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        raise WorkloadError(f"{name_or_path}: config.json is not valid JSON") from None
+    if isinstance(cfg, dict) and cfg.get("auto_map"):
+        raise WorkloadError(f"{name_or_path}: its config maps to custom code (auto_map); Speedbook never runs remote "
+                            "code (trust_remote_code stays off): use a model transformers implements")
+    return path
+
+
 def _hub_error(name: str, err: Exception) -> WorkloadError:
     msg = str(err)
     low = msg.lower()

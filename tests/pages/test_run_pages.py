@@ -204,3 +204,28 @@ def test_new_run_preselects_a_fitting_workload_and_lists_parameters(page):
     tables = [t for p in at.get("popover") for t in p.get("arrow_data_frame")] if at.get("popover") else []
     frames = [df.value for df in at.dataframe] + [t.value for t in tables]
     assert any("parameter" in f.columns and "amount" in set(f["parameter"]) for f in frames)
+
+
+def test_new_run_takes_a_local_model_directory_with_the_clis_refusals(page, data_dir):
+    import json
+    import os
+    from pathlib import Path
+
+    root = Path(os.environ["SPEEDBOOK_DATA"]) / "models"
+    pickled = root / "pickled"
+    pickled.mkdir(parents=True, exist_ok=True)
+    (pickled / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    at = page("new_run.py")
+    at.text_input[0].set_value(str(pickled)).run()
+    assert not at.exception
+    assert "safetensors only" in at.error[0].value.replace("\\", "")
+    assert next(b for b in at.button if b.label == "Run this playbook").disabled
+    at.text_input[0].set_value("/etc").run()
+    assert "outside the allowed model folders" in at.error[0].value.replace("\\", "")
+    good = root / "good"
+    good.mkdir(exist_ok=True)
+    (good / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (good / "model.safetensors").write_bytes(b"{}")
+    at.text_input[0].set_value(str(good)).run()
+    assert not at.error and any("Using the local model" in c.value for c in at.caption)
