@@ -30,6 +30,7 @@ PAGES = {
         st.Page("pages/home.py", title="Home", icon="⚡", url_path="home", default=True),
         st.Page("pages/guide.py", title="Guide", icon="🧭", url_path="guide"),
         st.Page("pages/new_run.py", title="New run", icon="🚀", url_path="new-run"),
+        st.Page("pages/search.py", title="Search", icon="🎯", url_path="search"),
         st.Page("pages/catalog.py", title="Catalog", icon="📖", url_path="catalog"),
         st.Page("pages/kernel_lab.py", title="Kernel lab", icon="🧪", url_path="kernel-lab"),
     ],

@@ -84,10 +84,43 @@ class Run(Base):
     gates_verdict: Mapped[str | None] = mapped_column(String(20), nullable=True)  # passed | missed | not checked
     baseline_dtype: Mapped[str] = mapped_column(String(10), default="fp32")  # the baseline's precision: fp32 | bf16 | fp16
     notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    search_id: Mapped[int | None] = mapped_column(ForeignKey("searches.id", ondelete="SET NULL"), nullable=True, index=True)
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1, 2, … within its search
+    trial_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # {"steps[0].group_size": 64, …}
     steps: Mapped[list["StepResult"]] = relationship(back_populates="run", order_by="StepResult.index", cascade="all, delete-orphan")
     metrics: Mapped[list["Metric"]] = relationship(back_populates="run", cascade="all, delete-orphan")
 
     __table_args__ = (Index("ix_runs_team_status", "team_id", "status"), Index("ix_runs_created", "created_at"))
+
+
+class SearchStatus(StrEnum):
+    running = "running"
+    finished = "finished"  # budget spent, space exhausted or a trial met every gate (stop_when_met)
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class Search(Base):
+    """A search over a playbook's parameters: its trials are ordinary runs (``Run.search_id``),
+    dispatched to workers as slots free up. ``version`` is bumped by every dispatch, a
+    compare-and-set, so two workers finishing trials at once never both submit the next ones."""
+
+    __tablename__ = "searches"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    playbook_name: Mapped[str] = mapped_column(String(200))
+    playbook_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)  # the base playbook, its search section included
+    workload: Mapped[str] = mapped_column(String(500))
+    device: Mapped[str] = mapped_column(String(20))
+    baseline_dtype: Mapped[str] = mapped_column(String(10), default="fp32")
+    dispatch: Mapped[str] = mapped_column(String(10), default="celery")  # celery (workers) | local (the caller runs trials)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it ended
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # best / closest miss / Pareto, at the end
 
 
 class StepResult(Base):

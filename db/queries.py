@@ -23,8 +23,14 @@ def create_run(
     team_id: int = DEFAULT_TEAM_ID,
     playbook_id: int | None = None,
     baseline_dtype: str = "fp32",
+    search_id: int | None = None,
+    trial_number: int | None = None,
+    trial_params: dict[str, Any] | None = None,
 ) -> Run:
     run = Run(
+        search_id=search_id,
+        trial_number=trial_number,
+        trial_params=trial_params,
         baseline_dtype=baseline_dtype,
         team_id=team_id,
         playbook_id=playbook_id,

@@ -112,6 +112,94 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- tune
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """A search over the playbook's ``search:`` space: trials go to the workers (or run here with
+    --local), progress on stderr, the answer (best, or closest miss, and the Pareto front) at the end."""
+    import time
+
+    from db.migrate import upgrade
+    from db.session import session_scope
+    from jobs import search
+
+    upgrade()
+    try:
+        pb = resolve_playbook(args.playbook)
+        if not args.local:
+            from db import queries
+            from jobs.celery_app import queue_for
+
+            with session_scope() as s:
+                if not any(queue_for(args.device) in (w.queues or []) for w in queries.live_workers(s)):
+                    return _fail(f"no live {args.device} worker has been seen in the last minute: start one "
+                                 "(`speedbook worker`, or `make run`), or pass --local to run the trials here", args.json)
+        search_id = search.start(pb, args.workload, args.device, scenario=args.scenario,
+                                 dispatch="local" if args.local else "celery", strategy=args.strategy,
+                                 max_trials=args.trials, max_minutes=args.minutes, seed=args.seed,
+                                 parallel=args.parallel, stop_when_met=True if args.stop_when_met else None)
+    except ValueError as err:
+        return _fail(str(err), args.json)
+
+    def progress(t: dict[str, Any]) -> None:
+        if not args.json:
+            cfg = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in t["config"].items())
+            print(f"trial {t['trial']:>3}  run {t['run_id']:<5} {t['status']:<10} gates {t['gates_verdict'] or '—':<12} {cfg}",
+                  file=sys.stderr, flush=True)
+
+    if not args.json:
+        print(f"search {search_id}: {pb.name} on {args.workload} ({args.device}) …", file=sys.stderr)
+    try:
+        if args.local:
+            from jobs import pipeline
+
+            doc = search.run_local(search_id, pipeline.execute_run, on_trial=progress)
+        else:
+            seen: set[int] = set()
+            while True:
+                doc = search.result(search_id)
+                for t in doc["trials"]:
+                    if t["run_id"] not in seen and t["status"] in ("succeeded", "failed", "cancelled", "timed_out"):
+                        seen.add(t["run_id"])
+                        progress(t)
+                if doc["status"] in search.SEARCH_FINAL:
+                    break
+                search.advance(search_id)  # the workers advance it too; this catches a quiet moment
+                time.sleep(2.0)
+    except KeyboardInterrupt:
+        search.cancel(search_id)
+        return _fail(f"search {search_id} cancelled", args.json)
+    if args.json:
+        _print_json(search.jsonable(doc))
+    else:
+        print(format_search(doc))
+    return 0 if doc["best"] else 3  # no configuration met every gate: the closest miss is printed
+
+
+def format_search(doc: dict[str, Any]) -> str:
+    lines = [f"search {doc['search_id']}  {doc['status']}  ({doc['reason']})  {len(doc['trials'])} trials  "
+             f"strategy={doc['strategy']}"]
+    names = [o["metric"] for o in doc["objectives"]]
+    lines.append(f"{'trial':>5} {'run':>5} {'status':<10} {'gates':<8}" + "".join(f"{n[:18]:>20}" for n in names) + "  config")
+    for t in doc["trials"]:
+        vals = "".join(f"{'—':>20}" if t["objectives"] is None else f"{'×%.3g' % abs(v):>20}" for v in (t["objectives"] or names))
+        mark = " *" if doc["best"] and doc["best"]["run_id"] == t["run_id"] else (" P" if t["run_id"] in doc["pareto"] else "")
+        cfg = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in t["config"].items())
+        lines.append(f"{t['trial']:>5} {t['run_id']:>5} {t['status']:<10} {('met' if t['meets_gates'] else 'missed'):<8}{vals}  {cfg}{mark}")
+    lines.append("(objectives as ratios to each trial's own baseline; * best, P on the Pareto front)")
+    pick = doc["best"] or doc["closest_miss"]
+    if pick is None:
+        lines.append("no trial finished: nothing to recommend")
+    else:
+        what = "best configuration meeting every gate" if doc["best"] else "no trial met every gate; closest miss"
+        lines.append(f"{what}: trial {pick['trial']} (run {pick['run_id']}): "
+                     + ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in pick["config"].items()))
+        for g in pick["gates"]:
+            off = "not measured" if g["shortfall"] is None else ("met" if g["shortfall"] == 0 else f"off by {g['shortfall']:.1%}")
+            lines.append(f"  {g['metric']}: {off}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- services
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -290,6 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision of the baseline every step is compared with (default fp32 on CPU, bf16 on CUDA)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("tune", help="search a playbook's search: space; trials run on the workers (or --local)")
+    t.add_argument("playbook", help="playbook YAML file or library playbook name with a search: section")
+    t.add_argument("--workload", required=True)
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    t.add_argument("--scenario", default=None, choices=["inference", "serving", "training"])
+    t.add_argument("--strategy", default=None, choices=["grid", "random", "tpe"], help="default: the playbook's")
+    t.add_argument("--trials", type=int, default=None, help="max trials (default: the playbook's max_trials)")
+    t.add_argument("--minutes", type=float, default=None, help="no new trial after this many minutes")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--parallel", type=int, default=None, help="trials at once (default: the live workers)")
+    t.add_argument("--stop-when-met", action="store_true", help="stop once a trial meets every gate")
+    t.add_argument("--local", action="store_true", help="run the trials in this process, one after another")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tune)
 
     w = sub.add_parser("worker", help="start a Celery worker")
     w.add_argument("--queues", default=None, help="comma-separated; default gpu,cpu with CUDA else cpu")

@@ -353,7 +353,18 @@ def execute_run(run_id: int, worker: str = "local") -> str:
     with session_scope() as s:
         if not queries.finish_run(s, run_id, status, error):  # reaped, cancelled or timed out meanwhile
             status = s.scalar(select(queries.Run.status).where(queries.Run.id == run_id)) or status
+    _free_search_slot(run_id)
     return status
+
+
+def _free_search_slot(run_id: int) -> None:
+    """A search's trial ended: its search may dispatch the next one (jobs/search.py)."""
+    from jobs import search
+
+    try:
+        search.after_run(run_id)
+    except Exception:  # the run is recorded; the maintenance loop advances the search later
+        log.exception("run %s: its search could not advance", run_id)
 
 
 def _timed_out(err: BaseException) -> bool:

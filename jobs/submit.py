@@ -66,6 +66,10 @@ def with_scenario(pb: Playbook, workload: str, requested: str | None = None) -> 
         if gate.metric not in sc.metrics:
             raise PlaybookError(f"expect[{i}].metric={gate.metric!r} is not measured in the {name} scenario; "
                                 f"choose one of {', '.join(sc.metrics)}")
+    for i, obj in enumerate(pb.search.objectives if pb.search else []):
+        if obj.metric not in sc.metrics:
+            raise PlaybookError(f"search.objectives[{i}].metric={obj.metric!r} is not measured in the {name} scenario; "
+                                f"choose one of {', '.join(sc.metrics)}")
     return pb.model_copy(update={"scenario": name})
 
 

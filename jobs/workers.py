@@ -39,13 +39,17 @@ def register(name: str, queues: list[str]) -> None:
 
 
 def maintenance_once(name: str) -> list[int]:
-    """Touch this worker, reap runs whose heartbeat went stale, re-send lost messages (jobs.sweeper)."""
+    """Touch this worker, reap runs whose heartbeat went stale, re-send lost messages (jobs.sweeper),
+    advance the running searches (jobs.search)."""
     from jobs import sweeper
 
     with session_scope() as s:
         queries.touch_worker(s, name)
         reaped = queries.reap_stale_runs(s, stale_after_s=float(os.environ.get("SPEEDBOOK_STALE_AFTER_S", "90")))
     sweeper.sweep()
+    from jobs import search
+
+    search.advance_active()  # a reaped trial frees its search's slot; a spent budget ends the search
     return reaped
 
 

@@ -13,6 +13,7 @@ from playbooks.errors import PlaybookError
 from playbooks.yaml_limits import safe_yaml
 from optimizers.scenarios.trace import TraceConfig
 from optimizers.scenarios.training import TrainingConfig
+from playbooks.search import SearchSpec
 
 LIBRARY_DIR = Path(__file__).parent / "library"
 
@@ -92,6 +93,8 @@ class Playbook(BaseModel):
                                                               "sequence length, lr, seed); default: 12 steps of 4 × 128")
     steps: list[Step] = Field(min_length=1, max_length=64)
     expect: list[Gate] = Field(default_factory=list, max_length=64)
+    search: SearchSpec | None = Field(None, description="parameters `speedbook tune` and the Search page may vary, "
+                                                         "what it optimizes and its budget (playbooks/search.py)")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(exclude_defaults=False), sort_keys=False, allow_unicode=True)
@@ -145,7 +148,20 @@ def parse_playbook(data: Any) -> Playbook:
     except ValidationError as err:
         raise PlaybookError(_format_validation(err, "")) from None
     validate_steps(pb)
+    if pb.search is not None:
+        validate_search(pb)
     return pb
+
+
+def validate_search(pb: Playbook) -> None:
+    """The space against the steps (playbooks/search.py), and objectives to optimize: named, or the gates'."""
+    from playbooks import search
+
+    ds = search.dims(pb.search, pb.steps)
+    if pb.search.strategy == "grid":
+        search.check_grid(ds, pb.steps)
+    if not pb.search.objectives and not pb.expect:
+        raise PlaybookError("search: needs objectives (e.g. [{metric: perplexity}]) or expect gates to judge trials by")
 
 
 def load_playbook_text(text: str) -> Playbook:

@@ -40,11 +40,10 @@ def speedup_interval(row: dict[str, Any]) -> tuple[float | None, float | None]:
 
 def pareto_front(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
     """Points (speed-up ↑, quality loss ↓, key) not dominated by any other, by speed-up."""
-    front = []
-    for x, y, k in sorted(points, key=lambda p: (-p[0], p[1])):
-        if not front or y < front[-1][1]:
-            front.append((x, y, k))
-    return sorted(front)
+    from playbooks.search import pareto_front as non_dominated
+
+    keep = set(non_dominated({i: [-x, y] for i, (x, y, _) in enumerate(points)}))
+    return sorted((p for i, p in enumerate(points) if i in keep), key=lambda p: (p[0], p[1]))
 
 
 def pareto_figure(rows: list[dict[str, Any]]) -> go.Figure:
@@ -240,4 +239,42 @@ def step_ratio_figure(summary: dict[str, Any]) -> go.Figure | None:
     fig.add_hline(y=1.0, line_dash="dot", annotation_text="baseline")
     fig.update_layout(title="Each step against the baseline (measured; error bars: 95 % interval of timed ratios)",
                       barmode="group", yaxis_title="× baseline", height=380, margin={"t": 50, "b": 40})
+    return fig
+
+
+def search_figure(doc: dict[str, Any]) -> go.Figure | None:
+    """A search's trials on its first two objectives (ratios to each trial's own baseline, lower
+    better after the sign), gate-meeting trials apart from misses, the Pareto front joined, and
+    the answer (best, or the closest miss) ringed. None until two objectives are measured."""
+    names = [o["metric"] for o in doc["objectives"]]
+    pts = [t for t in doc["trials"] if t["objectives"] is not None]
+    if not pts:
+        return None
+    xi, yi = (0, 1) if len(names) > 1 else (0, None)
+
+    def coord(t: dict[str, Any], i: int | None) -> float:
+        return float(t["trial"]) if i is None else abs(t["objectives"][i])
+
+    fig = go.Figure()
+    for meets, label, symbol in ((True, "meets every gate", "circle"), (False, "misses a gate", "x")):
+        mine = [t for t in pts if t["meets_gates"] == meets]
+        if mine:
+            fig.add_scatter(x=[coord(t, xi) for t in mine], y=[coord(t, yi) for t in mine], mode="markers+text",
+                            name=label, marker={"symbol": symbol, "size": 10}, text=[f"#{t['trial']}" for t in mine],
+                            textposition="top center",
+                            hovertext=[f"trial {t['trial']} (run {t['run_id']}): " + ", ".join(
+                                f"{k.split('.', 1)[1]}={v}" for k, v in t["config"].items()) for t in mine],
+                            hoverinfo="text+x+y")
+    front = sorted((t for t in pts if t["run_id"] in doc["pareto"]), key=lambda t: coord(t, xi))
+    if len(front) > 1 and yi is not None:
+        fig.add_scatter(x=[coord(t, xi) for t in front], y=[coord(t, yi) for t in front], mode="lines",
+                        name="Pareto front", line={"dash": "dash"})
+    pick = doc["best"] or doc["closest_miss"]
+    chosen = next((t for t in pts if pick and t["run_id"] == pick["run_id"]), None)
+    if chosen is not None:
+        fig.add_scatter(x=[coord(chosen, xi)], y=[coord(chosen, yi)], mode="markers",
+                        name="best" if doc["best"] else "closest miss",
+                        marker={"symbol": "star", "size": 22, "color": "gold", "line": {"width": 1, "color": "black"}})
+    fig.update_layout(title="Trials (measured; each against its own baseline)", height=420, margin={"t": 50, "b": 40},
+                      xaxis_title=f"{names[xi]} × baseline", yaxis_title=f"{names[yi]} × baseline" if yi is not None else "trial")
     return fig
