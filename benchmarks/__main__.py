@@ -5,7 +5,7 @@ import importlib
 import sys
 import time
 
-ORDER = ["bench_workloads", "bench_quant", "bench_smollm2", "bench_serving", "bench_training", "bench_compression", "bench_oneshot", "bench_techniques", "bench_guide", "bench_dashboard"]
+ORDER = ["bench_workloads", "bench_quant", "bench_smollm2", "bench_serving", "bench_training", "bench_compression", "bench_oneshot", "bench_techniques", "bench_guide", "bench_dashboard", "bench_search"]
 
 
 def main(argv: list[str]) -> int:

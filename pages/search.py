@@ -45,17 +45,90 @@ def space_rows(pb) -> list[dict[str, str]]:
     return rows
 
 
+def tunable_fields(technique: str) -> dict[str, object]:
+    """A technique's config fields a search can vary: numbers, booleans and choices."""
+    from typing import Literal, get_args, get_origin
+
+    from optimizers import registry
+
+    if technique not in registry.names():
+        return {}
+    out = {}
+    for name, f in registry.get(technique).Config.model_fields.items():
+        ann = f.annotation
+        args = [a for a in get_args(ann) if a is not type(None)]
+        base = args[0] if get_origin(ann) is not Literal and len(args) == 1 else ann
+        if base in (int, float, bool) or get_origin(base) is Literal:
+            out[name] = f
+    return out
+
+
+def marked_space(pb) -> dict[str, list] | None:
+    """The user's marks: for each step, values to try per parameter (YAML lists, typed)."""
+    import yaml
+
+    space: dict[str, list] = {}
+    for i, step in enumerate(pb.steps):
+        fields = tunable_fields(step.technique)
+        if not fields:
+            continue
+        with st.expander(f"steps[{i}] {step.technique}"):
+            for name, f in fields.items():
+                text = st.text_input(f"{name} — values to try", key=f"mark-{i}-{name}",
+                                     placeholder=f"e.g. {step.params.get(name, f.default)!r}, … (comma-separated)",
+                                     help=f.description or None).strip()
+                if not text:
+                    continue
+                try:
+                    values = yaml.safe_load(f"[{text}]")
+                except yaml.YAMLError:
+                    st.error(f"steps[{i}].{name}: write the values comma-separated, e.g. 32, 64, 128")
+                    return None
+                space[f"steps[{i}].{name}"] = values
+    return space
+
+
 def new_search() -> None:
     options = searchable()
-    if not options:
-        st.info("No playbook has a search: section yet. Add one (see int4-weight-only in the library).")
-        return
-    key = st.selectbox("Playbook", list(options), format_func=lambda k: options[k][0])
-    pb = load_playbook_text(options[key][1])
+    handoff = st.session_state.get("handoff_tune")  # YAML text from the Guide's "Tune this"
+    modes = (["From the Guide"] if handoff else []) + (["Playbook with a search"] if options else []) + [
+        "Mark parameters of any playbook"]
+    mode = st.radio("What to tune", modes, horizontal=True)
+    if mode == "Playbook with a search":
+        key = st.selectbox("Playbook", list(options), format_func=lambda k: options[k][0])
+        pb = load_playbook_text(options[key][1])
+    else:
+        if mode == "From the Guide":
+            pb = load_playbook_text(handoff)
+            st.caption(f"From the Guide: {pb.title}")
+        else:
+            lib = library()
+            name = st.selectbox("Playbook", list(lib), format_func=lambda n: f"{lib[n].title}  ({n})")
+            pb = lib[name]
+        if pb.search is None:
+            st.caption("Give each parameter to vary its values; objectives are the playbook's gates.")
+            space = marked_space(pb)
+            if space is None:
+                return
+            if not space:
+                st.info("Mark at least one parameter to vary.")
+                return
+            try:
+                pb = load_playbook_text(pb.model_copy(update={"search": None}).to_yaml())
+                data = pb.model_dump()
+                data["search"] = {"space": space, "strategy": "grid" if len(space) <= 3 else "tpe"}
+                from playbooks.schema import parse_playbook
+
+                pb = parse_playbook(data)
+            except ValueError as err:
+                st.error(f"This search cannot run: {user_error(err)}")
+                return
     st.caption("Searchable parameters")
     table(space_rows(pb))
     if pb.expect:
         st.caption("Gates: " + "; ".join(g.model_dump_json(exclude_none=True) for g in pb.expect))
+    else:
+        st.caption("No gates: trials are ranked by the objectives alone.")
     from optimizers.workloads import workload_names
 
     names = workload_names()
@@ -83,6 +156,7 @@ def new_search() -> None:
         except Exception as err:  # bad space, broker down…: the message, never a trace
             st.error(f"Could not start the search: {user_error(err)}")
         else:
+            st.session_state.pop("handoff_tune", None)
             st.query_params["search"] = str(sid)
             st.rerun()
 

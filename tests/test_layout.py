@@ -25,6 +25,10 @@ def test_docker_compose_services():
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert doc["services"]["web"]["image"] == worker["image"]  # one image, two commands
     assert worker["restart"] == "on-failure"  # a crashed worker comes back
+    cpu = doc["services"]["cpu-worker"]  # searches spread their trials over these (issue 18)
+    assert cpu["deploy"]["replicas"] >= 2 and cpu["image"] == worker["image"] and "cpu" in cpu["command"]
+    assert cpu["environment"]["CELERY_BROKER_URL"] == worker["environment"]["CELERY_BROKER_URL"]
+    assert cpu["environment"]["DATABASE_URL"] == worker["environment"]["DATABASE_URL"]
     assert "--appendonly" in doc["services"]["redis"]["command"] and "yes" in doc["services"]["redis"]["command"]
     if shutil.which("docker-compose"):  # Debian's docker-compose validates without an engine (.ci/run installs it)
         out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True, text=True)

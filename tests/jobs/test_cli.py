@@ -119,3 +119,23 @@ def test_streamlit_starts_without_its_file_watcher():
     assert cmd[cmd.index("--server.fileWatcherType") + 1] == "none"
     assert cmd[cmd.index("--server.runOnSave") + 1] == "false"
     assert cmd[cmd.index("--client.toolbarMode") + 1] == "minimal"  # the Deploy button and menu hidden
+
+
+def test_tune_refuses_without_a_worker_or_a_search_section_naming_the_fix(tmp_path):
+    out = _cli("tune", "int4-weight-only", "--workload", "tiny-llama", "--json", data=tmp_path)
+    assert out.returncode == 2 and "no live cpu worker" in json.loads(out.stdout)["error"] and "--local" in out.stdout
+    out = _cli("tune", "int8-dynamic", "--workload", "tiny-llama", "--local", data=tmp_path)
+    assert out.returncode == 2 and "has no search: section" in out.stderr
+
+
+def test_tune_local_prints_trials_and_the_answer(tmp_path):
+    pb = tmp_path / "prune.yaml"
+    pb.write_text("name: prune\ntitle: Prune\nscenario: inference\nsteps:\n  - technique: magnitude_pruning\n"
+                  "expect:\n  - {metric: perplexity, max_ratio: 1.5}\n"
+                  "search:\n  space:\n    steps[0].amount: [0.2, 0.4]\n  strategy: grid\n")
+    out = _cli("tune", str(pb), "--workload", "tiny-llama", "--local", data=tmp_path)
+    assert out.returncode in (0, 3), out.stderr[-2000:]
+    assert "trial   1" in out.stderr and "trial   2" in out.stderr  # progress as each trial ends
+    assert "search 1  finished  (tried every configuration of its space (2))" in out.stdout
+    assert ("best configuration meeting every gate: trial" in out.stdout) == (out.returncode == 0)
+    assert "amount=0.2" in out.stdout and "amount=0.4" in out.stdout

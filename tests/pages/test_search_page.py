@@ -81,3 +81,18 @@ def test_another_teams_search_is_not_shown(page):
     sid, _ = seed_search(team_id=other)
     at = page("search.py", query={"search": str(sid)})
     assert any("another team" in e.value for e in at.error) and not at.get("plotly_chart")
+
+
+def test_parameters_of_any_playbook_can_be_marked_and_a_bad_value_names_the_field(page):
+    at = page("search.py")
+    at.radio[0].set_value("Mark parameters of any playbook").run()
+    at.selectbox[0].set_value("int8-dynamic").run()
+    assert any("Mark at least one parameter" in i.value for i in at.info)
+    box = next(t for t in at.text_input if t.label.startswith("include_lm_head"))
+    box.set_value("true, false").run()
+    assert not at.exception
+    assert "steps[0].include_lm_head" in set(at.dataframe[0].value["parameter"])
+    box = next(t for t in at.text_input if t.label.startswith("include_lm_head"))
+    box.set_value("maybe, 3").run()
+    shown = [e.value.replace("\\", "") for e in at.error]  # the page escapes Markdown in messages
+    assert any("search.space.steps[0].include_lm_head: 'maybe' is not valid for int8_dynamic" in e for e in shown), shown
