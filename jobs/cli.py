@@ -236,18 +236,32 @@ def cmd_web(args: argparse.Namespace) -> int:
     return subprocess.call(streamlit_cmd(args.port, args.address))
 
 
+def worker_envs(workers: int, cores: int, env: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """One environment per local worker: the cores shared out (``SPEEDBOOK_THREADS``, at least 1
+    each) so parallel trials never oversubscribe them; a ``SPEEDBOOK_THREADS`` already set wins."""
+    if workers < 1:
+        raise ValueError(f"--workers={workers} must be at least 1")
+    env = dict(os.environ if env is None else env)
+    threads = env.get("SPEEDBOOK_THREADS") or str(max(1, cores // workers))
+    return [{**env, "SPEEDBOOK_THREADS": threads} for _ in range(workers)]
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
-    """`make run`: migrate, then one worker and the web app; Ctrl-C stops both."""
+    """`make run`: migrate, then the workers and the web app; Ctrl-C stops them all."""
     from db.migrate import upgrade
     from db.session import database_url
     from jobs.celery_app import broker_url
 
     upgrade()
-    print(f"database: {database_url()}\nbroker:   {broker_url()}\nweb:      http://{args.address}:{args.port}", flush=True)
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "jobs.cli", "worker"], start_new_session=True),
-        subprocess.Popen(streamlit_cmd(args.port, args.address), start_new_session=True),
-    ]
+    try:
+        envs = worker_envs(args.workers, len(os.sched_getaffinity(0)))
+    except ValueError as err:
+        return _fail(str(err), False)
+    print(f"database: {database_url()}\nbroker:   {broker_url()}\nweb:      http://{args.address}:{args.port}\n"
+          f"workers:  {args.workers} × {envs[0]['SPEEDBOOK_THREADS']} thread(s) (--workers / SPEEDBOOK_WORKERS; "
+          "a search runs one trial per worker)", flush=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "jobs.cli", "worker"], env=e, start_new_session=True) for e in envs]
+    procs.append(subprocess.Popen(streamlit_cmd(args.port, args.address), start_new_session=True))
 
     stopping = []
 
@@ -258,7 +272,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     while not stopping and all(p.poll() is None for p in procs):
         try:
-            procs[0].wait(timeout=1)
+            procs[-1].wait(timeout=1)
         except subprocess.TimeoutExpired:
             pass
     for p in procs:
@@ -269,7 +283,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
-    print("stopped the worker and the web app", flush=True)
+    print("stopped the workers and the web app", flush=True)
     return 0
 
 
@@ -405,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
         x = sub.add_parser(name, help=help_)
         x.add_argument("--port", type=int, default=int(os.environ.get("SPEEDBOOK_PORT", "8501")))
         x.add_argument("--address", default="127.0.0.1")
+        if name == "dev":
+            x.add_argument("--workers", type=int, default=int(os.environ.get("SPEEDBOOK_WORKERS", "2")),
+                           help="local workers, the cores shared out between them (default 2: a search runs two "
+                                "trials at once; 1 gives one run every core)")
         x.set_defaults(func=fn)
 
     d = sub.add_parser("db", help="apply database migrations")

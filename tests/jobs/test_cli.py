@@ -41,7 +41,7 @@ def test_run_bad_input_is_one_clear_json_error(tmp_path):
 
 
 def test_dev_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path):
-    """`make run`'s command: the web app answers, a worker registers, SIGINT stops everything."""
+    """`make run`'s command: the web app answers, two workers register, SIGINT stops everything."""
     import signal
     import sqlite3
     import time
@@ -52,7 +52,7 @@ def test_dev_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline, healthy, workers = time.monotonic() + 150, False, []
-        while time.monotonic() < deadline and not (healthy and workers):
+        while time.monotonic() < deadline and not (healthy and len(workers) == 2):
             time.sleep(1)
             try:
                 healthy = urllib.request.urlopen("http://127.0.0.1:8597/_stcore/health", timeout=2).read() == b"ok"
@@ -63,10 +63,12 @@ def test_dev_starts_web_and_worker_and_ctrl_c_stops_both(tmp_path):
                     workers = sqlite3.connect(tmp_path / "speedbook.db").execute("SELECT name FROM workers").fetchall()
                 except sqlite3.OperationalError:
                     workers = []
-        assert healthy and workers
+        assert healthy and len(workers) == 2  # two local workers by default: a search runs two trials at once
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
-        assert "stopped the worker and the web app" in out
+        assert "stopped the workers and the web app" in out
+        cores = len(os.sched_getaffinity(0))
+        assert f"workers:  2 × {max(1, cores // 2)} thread(s)" in out
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -139,3 +141,14 @@ def test_tune_local_prints_trials_and_the_answer(tmp_path):
     assert "search 1  finished  (tried every configuration of its space (2))" in out.stdout
     assert ("best configuration meeting every gate: trial" in out.stdout) == (out.returncode == 0)
     assert "amount=0.2" in out.stdout and "amount=0.4" in out.stdout
+
+
+def test_local_workers_share_the_cores_out():
+    from jobs.cli import worker_envs
+
+    assert [e["SPEEDBOOK_THREADS"] for e in worker_envs(2, 2, {})] == ["1", "1"]
+    assert [e["SPEEDBOOK_THREADS"] for e in worker_envs(3, 16, {})] == ["5"] * 3
+    assert [e["SPEEDBOOK_THREADS"] for e in worker_envs(4, 2, {})] == ["1"] * 4  # never 0
+    assert worker_envs(2, 8, {"SPEEDBOOK_THREADS": "3"})[1]["SPEEDBOOK_THREADS"] == "3"  # the user's setting wins
+    with pytest.raises(ValueError, match="--workers=0 must be at least 1"):
+        worker_envs(0, 2, {})
