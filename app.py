@@ -40,6 +40,7 @@ PAGES = {
         st.Page("pages/run.py", title="Run", icon="🔎", url_path="run"),
         st.Page("pages/compare.py", title="Compare", icon="⚖️", url_path="compare"),
         st.Page("pages/playbooks.py", title="Saved playbooks", icon="📚", url_path="playbooks"),
+        st.Page("pages/evidence.py", title="Evidence", icon="🧾", url_path="evidence"),
     ],
 }
 st.navigation(PAGES).run()

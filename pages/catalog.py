@@ -1,10 +1,14 @@
 """Catalog: every technique of the taxonomy — key idea, papers, typical wins and trade-offs,
-hardware needs — searchable and filtered by family, goal and status."""
+hardware needs — searchable and filtered by family, goal and status; an executable one shows its
+evidence: the claim beside the figures Speedbook measured, with links to the runs."""
 import streamlit as st
 
+from db import evidence
+from db.session import session_scope
 from playbooks import catalog
 from ui.format import md_escape
 from ui.state import page_ready
+from ui.team import current_team_id
 
 page_ready()
 st.title("📖 Technique catalog")
@@ -25,6 +29,30 @@ if not found:
 
 with st.expander("Evidence table (from the taxonomy)"):
     st.dataframe(catalog.evidence_table(), hide_index=True)
+    st.caption("What Speedbook measured against these claims: the **Evidence** page.")
+
+RUN_LINKS = 8  # the newest runs linked per workload
+
+
+def evidence_section(ev: evidence.TechniqueEvidence, team: str | None) -> None:
+    """The claim beside what the team's stored runs measured (computed from their figures), per workload."""
+    st.markdown("**Evidence** (measured in Speedbook, ratios computed from the stored figures)")
+    if not ev.groups:
+        st.caption("No stored run has this step yet: run a playbook with it to measure the claim.")
+        return
+    for g in ev.groups:
+        links = " ".join(f"[run {r}]({evidence.run_url(r, team)})" for r in g.run_ids[:RUN_LINKS])
+        n = len(g.run_ids)
+        st.markdown(f"{md_escape(g.workload)} on {g.device} ({g.scenario}) · {n} run{'s' * (n != 1)}, latest "
+                    f"{g.latest:%Y-%m-%d} on {md_escape(g.machines[0])} · {links}")
+        st.caption(" · ".join(md_escape(f.text()) for f in evidence.headline(g, ev.entry)))
+        st.markdown("\n".join(f"- {md_escape(evidence.verdict_line(v))}" for v in g.verdicts))
+
+
+with session_scope() as s:
+    measured = {ev.technique: ev for ev in evidence.evidence(
+        s, current_team_id(), [e.technique for e in found if e.status == "executable" and e.technique])}
+team = st.query_params.get("team") or st.session_state.get("team")  # links keep the team (?team=slug)
 
 for e in found:
     badge = f"✅ executable → `{e.technique}`" if e.status == "executable" else "📝 advice-only"
@@ -41,3 +69,5 @@ for e in found:
             st.markdown(f"**Typical wins:** {md_escape(e.typical_wins)}")
         if e.tradeoffs:
             st.markdown(f"**Trade-offs:** {md_escape(e.tradeoffs)}")
+        if e.technique in measured:
+            evidence_section(measured[e.technique], team)

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from db import queries
+from db.evidence import run_evidence, step_line
 from db.models import FINAL_STATUSES
 from db.session import session_scope
 from db.dashboard import step_deltas
@@ -42,6 +43,7 @@ def show() -> None:
             return
         summary = queries.run_summary(run)
         times = (run.created_at, run.started_at, run.finished_at)
+        claims = run_evidence(s, run_id)  # step index → this run's figures beside the taxonomy's claims
     repoll_if_changed(ACTIVE, summary["status"] in queries.ACTIVE)  # finished: stop polling every 2 s
     st.title(f"🔎 Run {run_id}: {md_escape(summary['playbook'])}")
     line = headline(summary["baseline"], summary["final"])
@@ -92,6 +94,8 @@ def show() -> None:
         status = step_status(summary["status"], step["status"])
         line = f"{i}. {STATUS_ICON.get(status, '')} {step['technique']} {step['params'] or ''} — {status}"
         st.text(line)
+        if i - 1 in claims:
+            st.caption(f"evidence (computed from this run's measured figures): {md_escape(step_line(claims[i - 1][1]))}")
         if verdict.get("reason"):
             st.caption(f"verdict: {verdict['status']} — {md_escape(verdict['reason'])}")
         for note in step.get("notes") or []:
