@@ -43,6 +43,7 @@ def show() -> None:
             return
         summary = queries.run_summary(run)
         times = (run.created_at, run.started_at, run.finished_at)
+        trial = (run.search_id, run.trial_number) if run.search_id else None
         claims = run_evidence(s, run_id)  # step index → this run's figures beside the taxonomy's claims
     repoll_if_changed(ACTIVE, summary["status"] in queries.ACTIVE)  # finished: stop polling every 2 s
     st.title(f"🔎 Run {run_id}: {md_escape(summary['playbook'])}")
@@ -51,6 +52,9 @@ def show() -> None:
                 + (f" · {md_escape(line)}" if line else ""))
     st.caption(f"{md_escape(summary['workload'])} on {summary['device']} · judged in {summary['scenario']} · {STATUS_ICON.get(summary['status'], '')} "
                f"{summary['status']} · elapsed {duration(times[1], times[2])}")
+    if trial:
+        st.page_link("pages/search.py", label=f"trial {trial[1]} of search {trial[0]}: all its trials and the answer",
+                     icon="🎯", query_params={"search": str(trial[0])})
     steps = summary["steps"]
     done = sum(1 for s_ in steps if s_["status"] in ("succeeded", "skipped", "failed"))
     if summary["status"] in ("queued", "running"):

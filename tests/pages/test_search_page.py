@@ -96,3 +96,11 @@ def test_parameters_of_any_playbook_can_be_marked_and_a_bad_value_names_the_fiel
     box.set_value("maybe, 3").run()
     shown = [e.value.replace("\\", "") for e in at.error]  # the page escapes Markdown in messages
     assert any("search.space.steps[0].include_lm_head: 'maybe' is not valid for int8_dynamic" in e for e in shown), shown
+
+
+def test_a_trials_run_page_links_back_to_its_search(page):
+    sid, ids = seed_search()
+    at = page("run.py", query={"run": str(ids[1])})
+    assert not at.exception
+    links = [l.proto.label for l in at.get("page_link")]
+    assert f"trial 2 of search {sid}: all its trials and the answer" in links
