@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported by the functions that need it: the vocabulary is read by the web
+    import torch   # pages, whose first load should not pay torch's 2 s import
 
-from quant.errors import rel_error, sqnr_db  # noqa: F401  (the one definition, re-exported)
+
+def __getattr__(name: str):
+    """``rel_error`` and ``sqnr_db``: the one definition is in quant.errors, re-exported on first use."""
+    if name in ("rel_error", "sqnr_db"):
+        from quant import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,8 @@ def perplexity_from_nll(total_nll: float, n_tokens: int) -> float:
 
 def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
     """Mean over positions of KL(p_ref ‖ p) in nats; logits (..., V)."""
+    import torch
+
     ref_lp = torch.log_softmax(ref_logits.double(), dim=-1)
     lp = torch.log_softmax(logits.double(), dim=-1)
     return float((ref_lp.exp() * (ref_lp - lp)).sum(-1).mean())
@@ -144,11 +155,15 @@ def top1_agreement(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
 
 def mean_cosine(ref: torch.Tensor, out: torch.Tensor) -> float:
     """Mean row-wise cosine similarity of two (N, D) embedding matrices."""
+    import torch
+
     return float(torch.nn.functional.cosine_similarity(ref.double(), out.double(), dim=-1).mean())
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman rank correlation of two 1-D tensors (average ranks for ties)."""
+    import torch
+
     def ranks(x: torch.Tensor) -> torch.Tensor:
         x = x.double().flatten()
         order = torch.argsort(x)

@@ -10,8 +10,9 @@ from db import queries
 from db.session import session_scope
 from optimizers.metrics import spec
 from optimizers.stats import is_interval_figure
-from ui.format import delta_text, fmt_value, md_escape, outcome_label
+from ui.format import delta_text, fmt_value, md_escape, or_missing, outcome_label
 from ui.state import page_ready
+from ui.tables import table
 from ui.team import current_team_id
 
 page_ready()
@@ -53,10 +54,10 @@ for name in names:
         v = fin.get(name)
         row[f"run {sm['run_id']}"] = fmt_value(name, v)
         if sm is not summaries[0]:
-            row[f"Δ run {sm['run_id']}"] = delta_text(name, ref.get(name), v)
+            row[f"Δ run {sm['run_id']}"] = or_missing(delta_text(name, ref.get(name), v))
     rows.append(row)
 st.subheader("Final metrics (measured)")
-st.dataframe(pd.DataFrame(rows), hide_index=True)
+table(pd.DataFrame(rows))
 
 st.subheader("Playbook differences")
 with session_scope() as s:

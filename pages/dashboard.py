@@ -5,12 +5,12 @@ import json
 import pandas as pd
 import streamlit as st
 
-from db.dashboard import PIVOT_METRICS, SORTABLE, RunFilter, filter_choices, runs_page, step_deltas
+from db.dashboard import SORTABLE, RunFilter, count_runs, filter_choices, runs_page, step_deltas
 from db.session import session_scope
-from optimizers.metrics import spec
-from ui.charts import memory_bars, pareto_figure, quality_loss_pct, speedup, speedup_interval, waterfall
-from ui.format import outcome_label, pivot_headline
+from ui.charts import dashboard_row, memory_bars, pareto_figure, waterfall
+from ui.format import column_label
 from ui.state import page_ready
+from ui.tables import table
 from ui.team import current_team_id
 
 page_ready()
@@ -38,7 +38,7 @@ sort = c1.selectbox("Sort by", SORTABLE, index=0)
 descending = c2.toggle("Descending", value=True)
 page_size = c3.selectbox("Rows per page", [25, 50, 100], index=1)
 with session_scope() as s:
-    _, total = runs_page(s, f, limit=1)
+    total = count_runs(s, f)
 pages = max(1, -(-total // page_size))
 page_no = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1)
 with session_scope() as s:
@@ -48,29 +48,18 @@ if not rows:
     st.info("No runs match. Start one on the **New run** page, or clear the filters.")
     st.stop()
 
-table = pd.DataFrame(
-    [
-        {
-            "id": r["id"], "outcome": outcome_label(r["status"], r["gates_verdict"]), "headline": pivot_headline(r),
-            "playbook": r["playbook_name"],
-            "workload": r["workload"],
-            "device": r["device"], "created": r["created_at"],
-            "speed-up ×": speedup(r), "speed-up 95 % low": speedup_interval(r)[0],
-            "speed-up 95 % high": speedup_interval(r)[1], "quality loss %": quality_loss_pct(r),
-            "stored ×": (r["final_stored_bytes"] / r["baseline_stored_bytes"]) if r.get("final_stored_bytes") and r.get("baseline_stored_bytes") else None,
-            **{f"final {spec(m).label}": r.get(f"final_{m}") for m in PIVOT_METRICS},
-        }
-        for r in rows
-    ]
-)
+table_df = pd.DataFrame([dashboard_row(r) for r in rows])
 st.caption(f"{total} runs match; showing {len(rows)}. All figures measured; ratios against each run's own baseline.")
-st.dataframe(table, hide_index=True, column_config={"speed-up ×": st.column_config.NumberColumn(format="%.3f"),
-                                                    "speed-up 95 % low": st.column_config.NumberColumn(format="%.2f"),
-                                                    "speed-up 95 % high": st.column_config.NumberColumn(format="%.2f"),
-                                                    "quality loss %": st.column_config.NumberColumn(format="%.3f"),
-                                                    "stored ×": st.column_config.NumberColumn(format="%.3f")})
+table(table_df, column_config={"created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+                               "speed-up ×": st.column_config.NumberColumn(format="%.3f"),
+                               "speed-up 95 % low": st.column_config.NumberColumn(format="%.2f"),
+                               "speed-up 95 % high": st.column_config.NumberColumn(format="%.2f"),
+                               "quality loss %": st.column_config.NumberColumn(format="%.3f"),
+                               "stored ×": st.column_config.NumberColumn(format="%.3f"),
+                               **{column_label(m, "final "): st.column_config.NumberColumn(format="%.2f")
+                                  for m in ("stored_bytes", "peak_memory_bytes")}})
 d1, d2 = st.columns(2)
-d1.download_button("Export CSV", table.to_csv(index=False), file_name="speedbook-runs.csv", mime="text/csv")
+d1.download_button("Export CSV", table_df.to_csv(index=False), file_name="speedbook-runs.csv", mime="text/csv")
 d2.download_button("Export JSON", json.dumps(rows, default=str, indent=2), file_name="speedbook-runs.json", mime="application/json")
 
 st.plotly_chart(pareto_figure(rows))
@@ -82,6 +71,6 @@ metric = st.selectbox("Metric", ["stored_bytes", "latency_ms", "perplexity", "pe
 with session_scope() as s:
     deltas = step_deltas(s, pick, metric)
 if len(deltas) > 1:
-    st.plotly_chart(waterfall(deltas, metric, spec(metric).unit))
+    st.plotly_chart(waterfall(deltas, metric))
 else:
     st.info(f"Run {pick} has no measured steps for {metric}.")

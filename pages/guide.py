@@ -11,8 +11,9 @@ from db.session import session_scope
 from playbooks import constraints as C
 from playbooks import specs
 from playbooks.guide import recommend
-from ui.format import human_bytes, md_escape, user_error
+from ui.format import human_bytes, md_escape, or_missing, user_error
 from ui.state import page_ready
+from ui.tables import table
 from ui.team import current_team_id
 
 page_ready()
@@ -108,8 +109,8 @@ for rank, rec in enumerate(recs, 1):
     with st.container(border=True):
         st.subheader(f"{rank}. {md_escape(d['title'])}")
         st.caption(f"`{d['playbook']}` · score {d['score']:.2f} (computed by the guide's matching rules)")
-        st.dataframe([{"step": i + 1, "technique": s_["technique"], "verdict": s_["verdict"], "params": str(s_["params"] or "")}
-                      for i, s_ in enumerate(d["steps"])], hide_index=True)
+        table([{"step": i + 1, "technique": s_["technique"], "verdict": or_missing(s_["verdict"]),
+                "params": or_missing(str(s_["params"] or ""))} for i, s_ in enumerate(d["steps"])])
         with st.expander("Why this playbook", expanded=rank == 1):
             for reason in d["reasons"]:
                 st.text(f"• {reason}")

@@ -8,8 +8,9 @@ from db import queries
 from db.session import session_scope
 from jobs import kernel_lab
 from kernels import KERNELS
-from ui.format import user_error
+from ui.format import or_missing, user_error
 from ui.state import page_ready
+from ui.tables import table
 from ui.team import current_team_id
 
 page_ready()
@@ -57,18 +58,18 @@ def results() -> None:
     if not rows:
         st.info("No kernel results yet.")
         return
-    table = pd.DataFrame([
+    results_df = pd.DataFrame([
         {"id": r["id"], "kernel": r["kernel"], "shape": r["shape"], "dtype": r["dtype"], "device": r.get("device"),
          "mode": r["mode"], "status": r["status"], "ms": r.get("ms") if r["mode"] == "bench" else None,
          "GB/s": r.get("gb_per_s") if r["mode"] == "bench" else None,
          "TFLOP/s": r.get("tflop_per_s") if r["mode"] == "bench" else None,
          "% of roofline": r.get("pct_of_roofline"), "bound": r.get("bound"),
          "max |err|": r.get("max_abs_err"), "eager max |err|": r.get("eager_max_abs_err"), "within bound": r.get("bound_ok"),
-         "error": r.get("error") or ""}
+         "error": or_missing(r.get("error"))}
         for r in rows
     ])
     st.subheader("Results (measured)")
-    st.dataframe(table, hide_index=True)
+    table(results_df)  # a figure a mode does not measure (a CPU check's GB/s) is "—"
     queued = [r["id"] for r in rows if r["status"] == "queued"]
     if queued:
         q1, q2 = st.columns([3, 1])
@@ -90,7 +91,7 @@ def results() -> None:
     ceil = kernel_lab.stored_ceilings()
     if ceil:
         st.caption("Stored device ceilings (measured once per device)")
-        st.dataframe(pd.DataFrame(ceil), hide_index=True)
+        table(pd.DataFrame(ceil))
 
 
 results()

@@ -5,8 +5,9 @@ import streamlit as st
 from db import queries
 from db.session import session_scope
 from playbooks.schema import library, load_playbook_text
-from ui.format import md_escape, user_error
+from ui.format import MISSING, md_escape, or_missing, param_default, user_error
 from ui.state import page_ready
+from ui.tables import table
 from ui.team import current_team_id
 
 page_ready()
@@ -99,9 +100,9 @@ if pb is not None:
             if step.technique in registry.names():
                 fields = registry.get(step.technique).Config.model_fields
                 with st.popover(f"parameters of {step.technique}"):
-                    st.dataframe([{"parameter": k, "this playbook": repr(step.params[k]) if k in step.params else "",
-                                   "default": repr(f.get_default(call_default_factory=True)), "what it does": f.description or ""}
-                                  for k, f in fields.items()], hide_index=True)
+                    table([{"parameter": k, "this playbook": repr(step.params[k]) if k in step.params else MISSING,
+                            "default": param_default(f), "what it does": or_missing(f.description)}
+                           for k, f in fields.items()])
         if pb.expect:
             st.text("expect: " + "; ".join(g.model_dump_json(exclude_none=True) for g in pb.expect))
 

@@ -5,8 +5,9 @@ import streamlit as st
 from db import queries
 from db.session import session_scope
 from db.dashboard import RunFilter, runs_page
-from ui.format import duration, outcome_label, pivot_headline
+from ui.format import duration, or_missing, outcome_label, pivot_headline
 from ui.state import page_ready, poll_interval, repoll_if_changed
+from ui.tables import table
 from ui.team import current_team_id
 
 page_ready()
@@ -26,10 +27,10 @@ def runs_table() -> None:
         active = queries.has_active_runs(s, team_id)
         rows = [
             {
-                "id": r["id"], "outcome": outcome_label(r["status"], r["gates_verdict"]), "headline": pivot_headline(r),
+                "id": r["id"], "outcome": outcome_label(r["status"], r["gates_verdict"]), "headline": or_missing(pivot_headline(r)),
                 "playbook": r["playbook_name"], "workload": r["workload"], "device": r["device"],
                 "created": r["created_at"].strftime("%Y-%m-%d %H:%M:%S"), "duration": duration(r["started_at"], r["finished_at"]),
-                "worker": r["worker"] or "",
+                "worker": or_missing(r["worker"]),
             }
             for r in runs
         ]
@@ -37,7 +38,7 @@ def runs_table() -> None:
     if not rows:
         st.info("No runs yet. Start one on the **New run** page.")
         return
-    event = st.dataframe(pd.DataFrame(rows), hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_df")
+    event = table(pd.DataFrame(rows), on_select="rerun", selection_mode="single-row", key="runs_df")
     selected = event.selection.rows if event else []
     if selected:
         st.switch_page("pages/run.py", query_params={"run": str(rows[selected[0]]["id"])})
@@ -56,7 +57,7 @@ def maintenance() -> None:
     if letters:
         with st.expander(f"Refused task messages ({len(letters)})"):
             st.caption("Messages no worker could run (malformed or not JSON); acknowledged so they cannot stop a worker.")
-            st.dataframe(pd.DataFrame(letters, columns=["received", "task", "reason", "first bytes"]), hide_index=True)
+            table(pd.DataFrame(letters, columns=["received", "task", "reason", "first bytes"]))
 
 
 runs_table()

@@ -1,12 +1,15 @@
-"""Plotly figures for the dashboard, the run page and the HTML report. Every figure says
-whether its numbers are measured; inputs are plain rows from db.dashboard."""
+"""Plotly figures for the dashboard, the run page and the HTML report, and the dashboard's table
+rows. Every figure says whether its numbers are measured; inputs are plain rows from db.dashboard."""
 from __future__ import annotations
 
 from typing import Any
 
 import plotly.graph_objects as go
 
+from db.dashboard import PIVOT_METRICS
 from optimizers.metrics import spec
+from optimizers.stats import is_interval_figure
+from ui.format import MIB, column_label, column_value, or_missing, outcome_label, pivot_headline
 
 
 def quality_loss_pct(row: dict[str, Any]) -> float | None:
@@ -36,6 +39,21 @@ def speedup_interval(row: dict[str, Any]) -> tuple[float | None, float | None]:
     """(low, high) of the speed-up's 95 % interval (None, None without interleaved timing)."""
     lo, hi = row.get("final_latency_ms_ci_low"), row.get("final_latency_ms_ci_high")
     return (1.0 / hi, 1.0 / lo) if lo and hi else (None, None)
+
+
+def dashboard_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A run as the Dashboard's table (and CSV) shows it: outcome and headline first, ratios to its own
+    baseline, then the final figures in their columns' units (bytes in MiB); None where a run did not
+    measure a figure (the table draws "—")."""
+    low, high = speedup_interval(r)
+    b, f = r.get("baseline_stored_bytes"), r.get("final_stored_bytes")
+    return {
+        "id": r["id"], "outcome": outcome_label(r["status"], r["gates_verdict"]), "headline": or_missing(pivot_headline(r)),
+        "playbook": r["playbook_name"], "workload": r["workload"], "device": r["device"], "created": r["created_at"],
+        "speed-up ×": speedup(r), "speed-up 95 % low": low, "speed-up 95 % high": high,
+        "quality loss %": quality_loss_pct(r), "stored ×": f / b if b and f else None,
+        **{column_label(m, "final "): column_value(m, r.get(f"final_{m}")) for m in PIVOT_METRICS if not is_interval_figure(m)},
+    }
 
 
 def pareto_front(points: list[tuple[float, float, Any]]) -> list[tuple[float, float, Any]]:
@@ -78,7 +96,7 @@ def memory_bars(rows: list[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     for key, name in (("baseline_stored_bytes", "stored, baseline"), ("final_stored_bytes", "stored, final"),
                       ("baseline_peak_memory_bytes", "peak, baseline"), ("final_peak_memory_bytes", "peak, final")):
-        fig.add_bar(x=labels, y=[(r.get(key) or 0) / 2**20 for r in rows], name=name)
+        fig.add_bar(x=labels, y=[None if r.get(key) is None else r[key] / MIB for r in rows], name=name)  # unmeasured: no bar
     fig.update_layout(title="Stored bytes and peak memory (measured, MiB)", barmode="group", yaxis_title="MiB",
                       height=380, margin={"t": 50, "b": 40})
     return fig
@@ -102,6 +120,8 @@ def waterfall(deltas: list[dict[str, Any]], metric: str, unit: str = "", better:
     is better for this metric (green) or worse (red), from its spec unless ``better`` is given."""
     if not deltas:
         return go.Figure()
+    if spec(metric).unit == "B":  # bytes drawn in MiB, like every byte figure on the pages
+        deltas, unit = [{**d, "value": d["value"] / MIB} for d in deltas], "MiB"
     measures, ys, prev = ["absolute"], [deltas[0]["value"]], deltas[0]["value"]
     for d in deltas[1:]:
         measures.append("relative")
@@ -115,7 +135,9 @@ def waterfall(deltas: list[dict[str, Any]], metric: str, unit: str = "", better:
     rise, fall = direction_colours(better or spec(metric).better)
     fig = go.Figure(go.Waterfall(x=labels, y=ys, measure=measures, increasing={"marker": {"color": rise}},
                                  decreasing={"marker": {"color": fall}}, totals={"marker": {"color": NEUTRAL}}))
-    fig.update_layout(title=f"{metric} per step (measured{', ' + unit if unit else ''})", height=360, margin={"t": 50, "b": 40})
+    unit = unit or spec(metric).unit
+    fig.update_layout(title=f"{spec(metric).label} per step (measured{', ' + unit if unit else ''})", yaxis_title=unit or None,
+                      height=360, margin={"t": 50, "b": 40})
     return fig
 
 
@@ -198,10 +220,10 @@ def training_memory_figure(summary: dict[str, Any]) -> go.Figure:
     labels = [label for label, _, _ in stages]
     fig = go.Figure()
     for key, name in TRAIN_MEMORY_PARTS:
-        fig.add_bar(x=labels, y=[m.get(key, 0) / 2**20 for _, m, _ in stages], name=name)
+        fig.add_bar(x=labels, y=[m.get(key, 0) / MIB for _, m, _ in stages], name=name)
     est = [m.get("estimated_train_memory_bytes") for _, m, _ in stages]
     if any(e is not None for e in est):
-        fig.add_scatter(x=labels, y=[e / 2**20 if e else None for e in est], mode="markers", name="estimator (computed)",
+        fig.add_scatter(x=labels, y=[e / MIB if e else None for e in est], mode="markers", name="estimator (computed)",
                         marker={"symbol": "x", "size": 11})
     fig.update_layout(barmode="stack", title="Training memory by kind (measured, torch's accounting) and the estimate",
                       yaxis={"title": "MiB"}, height=400, margin={"t": 50, "b": 40}, legend={"orientation": "h"})

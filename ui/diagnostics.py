@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from optimizers.metrics import spec
-from ui.format import md_escape
+from ui.format import fmt_value, md_escape
+from ui.tables import table
 
 
 def per_layer(details: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -51,10 +52,9 @@ def step_diagnostics(step: dict[str, Any], key: str) -> None:
         return
     with st.expander("Diagnostics (computed by the step while applying)"):
         if diag:
-            st.dataframe([{"figure": spec(k).label, "value": f"{v:.4g}", "unit": spec(k).unit} for k, v in diag.items()],
-                         hide_index=True)
-        for name, table in per_layer(details).items():
-            st.plotly_chart(layer_figure(name, table), key=f"{key}-{name}")
+            table([{"figure": spec(k).label, "value": fmt_value(k, v)} for k, v in diag.items()])  # the value carries its unit
+        for name, layers in per_layer(details).items():
+            st.plotly_chart(layer_figure(name, layers), key=f"{key}-{name}")
         if series := curves(details):
             st.plotly_chart(curve_figure(series), key=f"{key}-curves")
         if details.get("settings"):

@@ -68,9 +68,46 @@ def outcome_label(status: str, gates_verdict: str | None) -> str:
                                                                         "☑️ succeeded, gates not checked")
 
 
+MISSING = "—"  # a missing value in every table and line of every page: never None, nan or an empty cell
+
+
+def or_missing(value: Any) -> Any:
+    """A table cell as shown: the value, or "—" where there is none (None, NaN, empty text)."""
+    if value is None or value == "" or (isinstance(value, float) and value != value):
+        return MISSING
+    return value
+
+
+MIB = 2**20
+
+
+def column_label(name: str, prefix: str = "") -> str:
+    """A numeric column's header with its unit, bytes in MiB (binary prefix, as ``human_bytes``):
+    "final stored bytes (MiB)", "final latency (median) (ms)"."""
+    unit = {"B": "MiB", "×": ""}.get(spec(name).unit, spec(name).unit)
+    return f"{prefix}{spec(name).label}" + (f" ({unit})" if unit else "")
+
+
+def column_value(name: str, value: float | None) -> float | None:
+    """A figure in its column's unit (``column_label``): bytes as MiB, the rest as stored. It stays a
+    number, so the column sorts; the table shows "—" where it is None."""
+    if value is None or value != value:
+        return None
+    return value / MIB if spec(name).unit == "B" else value
+
+
+def param_default(field: Any) -> str:
+    """A config field's default as a parameter table shows it: its repr, or "—" where there is none
+    (None means "decided at run time", and the description says how)."""
+    if field.is_required():
+        return "required"
+    default = field.get_default(call_default_factory=True)
+    return MISSING if default is None else repr(default)
+
+
 def fmt_value(name: str, value: float | None) -> str:
-    if value is None:
-        return "—"
+    if value is None or value != value:
+        return MISSING
     unit = spec(name).unit
     if unit == "B":
         return human_bytes(value)
@@ -105,7 +142,7 @@ def delta_text(name: str, ref: float | None, value: float | None, decimals: int 
 
 def duration(start: dt.datetime | None, end: dt.datetime | None) -> str:
     if start is None:
-        return "—"
+        return MISSING
     return duration_s(((end or dt.datetime.utcnow()) - start).total_seconds())
 
 
@@ -136,7 +173,7 @@ def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
              if not is_interval_figure(n)]
     rows = []
     for name in names:
-        row: dict[str, Any] = {"metric": spec(name).label, "unit": spec(name).unit, "baseline": fmt_value(name, base.get(name))}
+        row: dict[str, Any] = {"metric": spec(name).label, "baseline": fmt_value(name, base.get(name))}  # values carry their unit
         for i, st in enumerate(summary["steps"]):
             if not st["metrics"]:
                 continue  # skipped (advice-only / needs GPU) or not reached: listed under Steps instead
@@ -144,8 +181,8 @@ def metric_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             r = ratio(base.get(name), v)
             label = f"{i + 1}. {st['technique']}"
             row[label] = fmt_value(name, v) if v is not None else (
-                "—" if st["status"] == "succeeded" else step_status(summary.get("status", ""), st["status"]))
-            row[f"{label} ×"] = ratio_text(name, st["metrics"], r)
+                MISSING if st["status"] == "succeeded" else step_status(summary.get("status", ""), st["status"]))
+            row[f"{label} ×"] = ratio_text(name, st["metrics"], r) or MISSING
         rows.append(row)
     return rows
 

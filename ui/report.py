@@ -6,7 +6,7 @@ import html
 from typing import Any
 
 from ui.charts import waterfall
-from ui.format import headline, metric_rows, outcome_label, step_status
+from ui.format import headline, metric_rows, or_missing, outcome_label, step_status
 
 
 def run_report_html(summary: dict[str, Any], deltas: dict[str, list[dict[str, Any]]]) -> str:
@@ -25,7 +25,7 @@ def run_report_html(summary: dict[str, Any], deltas: dict[str, list[dict[str, An
         for st in summary["steps"]
     )
     gates = "".join(f"<li>{'—' if g['ok'] is None else ('✅' if g['ok'] else '⚠️')} {esc(g['detail'])}</li>" for g in summary.get("gates", []))
-    env = esc(", ".join(f"{k}={v}" for k, v in summary.get("environment", {}).items()))
+    env = esc(", ".join(f"{k}={or_missing(v)}" for k, v in summary.get("environment", {}).items()))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>Speedbook run {summary['run_id']}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style>

@@ -9,6 +9,7 @@ from db import queries, sharing
 from db.session import session_scope
 from ui.format import headline, md_escape, metric_rows, outcome_label
 from ui.outcome import outcome_banner
+from ui.tables import table
 
 NOT_FOUND = "Link not found. It may have been revoked, or it was mistyped."
 
@@ -36,4 +37,4 @@ def render(token: str) -> None:
             if sm["error"]:
                 st.error(md_escape(sm["error"]))
             if sm["baseline"]:
-                st.dataframe(pd.DataFrame(metric_rows(sm)), hide_index=True)
+                table(pd.DataFrame(metric_rows(sm)))

@@ -1,6 +1,7 @@
 """The main flow in a real browser against the real app and a real worker (embedded SQLite
-and broker): Guide → recommendation → Save → run it → watch it finish → dashboard shows it →
-Share → the link opens read-only in a fresh context → revoked link shows "link not found".
+and broker): the landing page's three ways in → Guide → recommendation → Save → run it → watch it
+finish → the landing page lists it → dashboard shows it → Share → the link opens read-only in a
+fresh context, and from there no other page is reachable → revoked link shows "link not found".
 Debian's Chromium driven by Playwright (no browser download). Screenshots go to artifacts/."""
 from __future__ import annotations
 
@@ -80,12 +81,52 @@ def _sidebar(page, label: str) -> None:
     _idle(page)
 
 
+WAYS_IN = {"Start the guide": "Step 1 of 4", "New run": "Playbook source", "Dashboard": "Filters"}  # link → what it opens
+# what other pages show and the shared view never does
+OTHER_PAGES = ["Latest runs of your team", "📋 Runs", "📊 Dashboard", "🚀 New run", "🧭 Guide", "Technique catalog",
+               "Kernel lab", "Compare runs", "Import a playbook", "Metrics against the baseline (measured)"]
+
+
+def _check_landing_page(page, run_id: int | None = None) -> None:
+    """Home: what Speedbook is, three ways in (each opens its page), and the team's latest runs."""
+    for link, opens in WAYS_IN.items():
+        page.goto(URL + "/")
+        main = page.locator('[data-testid="stMain"]')
+        main.get_by_text("Latest runs of your team").wait_for()
+        _idle(page)
+        assert "measured against the unchanged model" in main.inner_text()
+        if run_id is not None:
+            main.get_by_role("link", name=re.compile(rf"run {run_id} · ")).wait_for()  # its outcome first
+        main.get_by_role("link", name=re.compile(rf"{link}$")).click()
+        page.get_by_text(opens).first.wait_for()
+        _idle(page)
+
+
+def _check_share_viewer_stays_put(viewer, token: str, run_id: int) -> None:
+    """Every page URL a share viewer may try, with the token, opens the shared view and nothing else;
+    there is no navigation to click."""
+    for path in ("", "runs", "dashboard", "home", "new-run", "guide", "playbooks", f"run?run={run_id}&", "shared"):
+        viewer.goto(f"{URL}/{path}{'' if path.endswith('&') else '?'}share={token}")
+        viewer.get_by_text("Shared playbook — read-only").wait_for()
+        viewer.get_by_text(f"run {run_id} on tiny-llama").wait_for()
+        _idle(viewer)
+        body = viewer.inner_text("body")
+        leaked = [t for t in OTHER_PAGES if t in body]
+        assert not leaked, f"/{path}?share=… showed {leaked} to a share viewer"
+        assert viewer.locator('[data-testid="stSidebarNav"]').count() == 0
+        assert viewer.locator('[data-testid="stSidebar"]').count() == 0  # no team picker, no page links
+        hrefs = viewer.locator("[data-testid='stMain'] a[href]").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+        assert not [h for h in hrefs if not h.startswith("#")], hrefs  # only the headings' own anchors
+
+
 def test_guide_to_shared_link(app_server, browser):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
     page.set_default_timeout(60_000)
+    _check_landing_page(page)  # what it is, three ways in
     page.goto(URL + "/")
-    page.get_by_text("Start the guide").wait_for()  # the landing page: what it is, three ways in
+    page.get_by_text("Start the guide").wait_for()
+    _idle(page)
     _shot(page, "00-home")
     page.get_by_text("Start the guide").click()
     page.get_by_text("Step 1 of 4").wait_for()
@@ -115,6 +156,7 @@ def test_guide_to_shared_link(app_server, browser):
     _idle(page)
     _shot(page, "04-run-finished")
     assert page.get_by_text("Metrics against the baseline (measured)").count() == 1
+    _check_landing_page(page, run_id)  # the landing page lists the finished run
 
     _sidebar(page, "Dashboard")
     page.get_by_text(re.compile(r"\d+ runs match")).wait_for()
@@ -135,6 +177,7 @@ def test_guide_to_shared_link(app_server, browser):
     viewer.get_by_text(f"run {run_id} on tiny-llama").wait_for()
     assert viewer.get_by_role("button", name="Run this playbook").count() == 0
     _shot(viewer, "07-shared-view")
+    _check_share_viewer_stays_put(viewer, token, run_id)
 
     page.get_by_text("YAML and share links").first.click()
     revoke = page.get_by_role("button", name="Revoke").first

@@ -72,3 +72,19 @@ def test_dashboard_filters_sort_and_pivot(any_db_url):
         assert step_deltas(s, ids[1], "latency_ms") == [{"label": "baseline", "value": 10.0}, {"label": "1. int8_dynamic", "value": 5.0}]
         with pytest.raises(ValueError, match="not sortable"):
             runs_page(s, RunFilter(), sort="id; DROP TABLE runs")
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_dashboard_sorts_runs_without_the_figure_last(any_db_url, descending):
+    """A run that never measured the sorted figure (queued, failed early) comes after every run that
+    did, in both directions; the page's figures are those of its own runs (pivoted per page)."""
+    ids = _seed_runs(any_db_url)
+    with session_scope(any_db_url) as s:
+        bare = queries.create_run(s, playbook_name="bare", snapshot={"steps": []}, workload="ref-lm", device="cpu").id
+    with session_scope(any_db_url) as s:
+        rows, total = runs_page(s, RunFilter(), sort="final_latency_ms", descending=descending, limit=10)
+        assert total == 5 and rows[-1]["id"] == bare and rows[-1]["final_latency_ms"] is None
+        assert [r["id"] for r in rows[:-1]] == (ids if descending else ids[::-1])  # 10, 5, 3.3, 2.5 ms
+        page, _ = runs_page(s, RunFilter(), sort="final_latency_ms", descending=descending, limit=2, offset=1)
+        assert [r["id"] for r in page] == [r["id"] for r in rows[1:3]]
+        assert all(r["baseline_stored_bytes"] == 1000.0 for r in page)
