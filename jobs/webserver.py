@@ -9,6 +9,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    import alembic.command  # noqa: F401  what the first page imports (the migration check, the models):
+    import sqlalchemy.orm  # noqa: F401   loaded here, before the server listens, not on the first visit
+
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.web import cli
 

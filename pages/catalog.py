@@ -9,6 +9,7 @@ from playbooks import catalog
 from ui.format import md_escape
 from ui.state import page_ready
 from ui.team import current_team_id
+from ui.tables import table
 
 page_ready()
 st.title("📖 Technique catalog")
@@ -28,7 +29,7 @@ if not found:
     st.stop()
 
 with st.expander("Evidence table (from the taxonomy)"):
-    st.dataframe(catalog.evidence_table(), hide_index=True)
+    table(catalog.evidence_table())
     st.caption("What Speedbook measured against these claims: the **Evidence** page.")
 
 RUN_LINKS = 8  # the newest runs linked per workload

@@ -10,6 +10,7 @@ from db.session import session_scope
 from playbooks import catalog
 from ui.state import page_ready
 from ui.team import current_team_id
+from ui.tables import table
 
 page_ready()
 st.title("🧾 Evidence")
@@ -30,7 +31,7 @@ st.caption(f"{len(found)} executable techniques, {sum(1 for ev in found if ev.gr
 if not rows:
     st.info("No technique matches these filters; clear them to see all.")
 else:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+    table(pd.DataFrame(rows), column_config={
         "latest run": st.column_config.LinkColumn("latest run", display_text=r"run=(\d+)"),
         "taxonomy claims": st.column_config.TextColumn("taxonomy claims", width="medium"),
     })

@@ -13,13 +13,14 @@ from db.dashboard import step_deltas
 from optimizers.metrics import spec
 from ui.charts import (loss_curves_figure, serving_figure, serving_rows, step_ratio_figure, training_memory_figure,
                        training_stages)
-from ui.format import (STATUS_ICON, duration, duration_s, fmt_value, headline, md_escape, metric_rows, outcome_label,
+from ui.format import (MISSING, STATUS_ICON, duration, duration_s, fmt_value, headline, md_escape, metric_rows, outcome_label,
                        step_status)
 from ui.diagnostics import step_diagnostics
 from ui.outcome import headline_cards, outcome_banner
 from ui.report import run_report_html
 from ui.state import page_ready, poll_interval, repoll_if_changed
 from ui.team import current_team_id
+from ui.tables import table
 
 page_ready()
 raw = st.query_params.get("run", "")
@@ -79,12 +80,12 @@ def show() -> None:
         ratio_chart = step_ratio_figure(summary)
         if ratio_chart is not None:
             st.plotly_chart(ratio_chart, key="step-ratio-chart")
-        st.dataframe(pd.DataFrame(metric_rows(summary)), hide_index=True)
+        table(pd.DataFrame(metric_rows(summary)))
     if summary.get("scenario") == "serving" and serving_rows(summary):
         st.subheader("Serving the trace (measured)")
         st.caption("Each stage serves the same seeded trace; latency counts from each request's arrival, queueing "
                    "included; exact = requests whose tokens equal the one-at-a-time baseline's.")
-        st.dataframe(pd.DataFrame(serving_rows(summary)), hide_index=True)
+        table(pd.DataFrame(serving_rows(summary)))
         st.plotly_chart(serving_figure(summary), key="serving-chart")
     if summary.get("scenario") == "training" and training_stages(summary):
         st.subheader("Training (measured)")
@@ -119,7 +120,7 @@ def show() -> None:
                 for variant, values in step["peers"].items():
                     row[variant] = fmt_value(name, values.get(name))
                 rows.append(row)
-            st.dataframe(pd.DataFrame(rows), hide_index=True)
+            table(pd.DataFrame(rows))
     est = summary["estimated"]
     if est:
         with st.expander("Estimator figures for this model (estimated)"):
@@ -128,14 +129,12 @@ def show() -> None:
             if measured and fp32:
                 st.caption(f"Estimator error on the baseline's fp32 weights: {(fp32 / measured - 1) * 100:+.2f} % "
                            f"(estimated {fmt_value('stored_bytes', fp32)}, measured {fmt_value('stored_bytes', measured)})")
-            st.dataframe(pd.DataFrame([{"figure": spec(k).label, "value": fmt_value(k, v) if isinstance(v, (int, float))
-                                        and not isinstance(v, bool) else str(v)} for k, v in est.items()]),
-                         hide_index=True)
+            table(pd.DataFrame([{"figure": spec(k).label, "value": fmt_value(k, v) if isinstance(v, (int, float))
+                                        and not isinstance(v, bool) else (MISSING if v is None else str(v))} for k, v in est.items()]))
     if summary["environment"]:
         with st.expander("Environment (where and how it was measured)"):
             env = {k: v for k, v in summary["environment"].items() if not isinstance(v, (dict, list))}
-            st.dataframe(pd.DataFrame([{"": k.replace("_", " "), "value": str(v)} for k, v in env.items()]),
-                         hide_index=True)
+            table(pd.DataFrame([{"": k.replace("_", " "), "value": MISSING if v is None or v == "" else str(v)} for k, v in env.items()]))
             for k, v in summary["environment"].items():
                 if isinstance(v, (dict, list)) and v:
                     st.caption(k.replace("_", " "))
