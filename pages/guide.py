@@ -145,7 +145,7 @@ for rank, rec in enumerate(recs, 1):
                    if b.get("estimated_decode_tokens_per_s_bound") and a.get("estimated_decode_tokens_per_s_bound") else "")
             )
         pb = rec.to_playbook()
-        k1, k2 = st.columns(2)
+        k1, k2, k3 = st.columns(3)
         if k1.button("Run this playbook", key=f"run_{rank}", type="primary" if rank == 1 else "secondary"):
             st.session_state["handoff_playbook"] = pb.to_yaml()
             st.session_state["handoff_playbook_id"] = st.session_state.get(f"saved_{d['playbook']}")  # link runs to a saved copy
@@ -156,3 +156,6 @@ for rank, rec in enumerate(recs, 1):
                                               team_id=current_team_id(), origin="guide")
             st.session_state[f"saved_{d['playbook']}"] = saved.id
             st.success(f"Saved as playbook #{saved.id}; find it under Saved playbooks.")
+        if k3.button("Tune this", key=f"tune_{rank}", help="vary its parameters on the workers until its gates are met"):
+            st.session_state["handoff_tune"] = pb.to_yaml()
+            st.switch_page("pages/search.py")

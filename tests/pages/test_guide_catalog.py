@@ -40,6 +40,16 @@ def test_guide_save_and_hand_over(page):
     assert "steps:" in at.text_area[0].value
 
 
+def test_guide_tune_this_hands_the_playbook_to_the_search_page(page):
+    at = _walk_to_recommendations(page("guide.py"))
+    next(b for b in at.button if b.key == "tune_1").click().run()
+    assert not at.exception
+    assert at.title[0].value.endswith("Search")
+    assert at.radio[0].value == "From the Guide"
+    assert any(c.value.startswith("From the Guide: ") for c in at.caption)
+    assert any(t.label.endswith("values to try") for t in at.text_input) or at.dataframe  # mark parameters, or its space
+
+
 def test_guide_cpu_edge_recommendation(page):
     at = page("guide.py")
     at.radio[0].set_value("edge").run()
