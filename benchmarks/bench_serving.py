@@ -29,6 +29,8 @@ ROWS: list[tuple[str, str, dict[str, Any]]] = [
                                                        "max_batch_tokens": 128}),
     ("one at a time + speculative (prompt lookup, γ 4)", "load",
      {"speculative": {"source": "prompt_lookup", "gamma": 4, "ngram_max": 3}}),
+    (f"static batches of {CONCURRENCY} + speculative (prompt lookup, γ 4), batched verification", "load",
+     {"batching": "static", "speculative": {"source": "prompt_lookup", "gamma": 4, "ngram_max": 3}}),
     (f"one at a time, {PREFIX}-token shared prefix", "shared", {}),
     (f"continuous batching, {PREFIX}-token shared prefix", "shared", {"batching": "continuous", "kv_page_size": 16}),
     ("… + prefix caching", "shared", {"batching": "continuous", "kv_page_size": 16, "prefix_caching": True}),
@@ -146,13 +148,14 @@ def render(data: dict[str, Any], commit: str) -> str:
         lines.append(f"| {goal} | {got} | {'✅' if ok else ('❌' if ok is False else '—')} |")
     lines += ["", "## All rows", "",
               "| engine | trace | output tok/s | req/s | TTFT p50 / p95 ms | TPOT p50 / p95 ms | e2e p95 ms | "
-              "KV used / reserved | exact |", "|---|---|---|---|---|---|---|---|---|"]
+              "KV used / reserved | exact | α / tokens per round |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, m in r.items():
         lines.append(f"| {label} | {m['trace']} | {m['throughput_tokens_per_s']:.1f} | {m['requests_per_s']:.2f} | "
                      f"{f(m['ttft_ms_p50'])} / {f(m['ttft_ms_p95'])} | {f(m.get('tpot_ms_p50'), 1)} / "
                      f"{f(m.get('tpot_ms_p95'), 1)} | {f(m['e2e_ms_p95'])} | "
                      f"{m['kv_cache_bytes_used'] / 1e6:.1f} / {m['kv_cache_bytes_reserved'] / 1e6:.1f} MB "
-                     f"({m['kv_cache_used_fraction']:.0%}) | {m['output_exact_fraction']:.0%} |")
+                     f"({m['kv_cache_used_fraction']:.0%}) | {m['output_exact_fraction']:.0%} | "
+                     f"{f(m.get('spec_acceptance_rate'), 2)} / {f(m.get('spec_mean_accepted_length'), 2)} |")
     lines += ["", "## Continuous batching: throughput vs concurrency (load trace)", "",
               "| max concurrency | output tok/s | TTFT p50 ms | TPOT p50 ms | exact |", "|---|---|---|---|---|"]
     for c, m in sweep.items():

@@ -125,7 +125,8 @@ def pages(run_a: int, run_b: int) -> list[tuple[str, str, str]]:
             ("Kernel lab", "kernel-lab", "Results (measured)"), ("Dashboard", "dashboard", "Per-step deltas"),
             ("Runs", "runs", "css=[data-testid=stDataFrame]"), ("Run", f"run?run={run_a}", "Metrics against the baseline (measured)"),
             ("Compare", f"compare?runs={run_a},{run_b}", "Playbook differences"),
-            ("Saved playbooks", "playbooks", "Saved playbook 11")]
+            ("Saved playbooks", "playbooks", "Saved playbook 11"), ("Search", "search", "Searchable parameters"),
+            ("Evidence", "evidence", "css=[data-testid=stDataFrame]")]
 
 
 def usable_after(page, url: str, marker: str) -> float:

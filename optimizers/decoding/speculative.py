@@ -7,13 +7,15 @@ own first layers (self-speculation, LayerSkip / Draft & Verify).
 
 Caches are transformers ``DynamicCache``s rolled back with ``crop(-tokens_to_remove)``: since
 transformers 5.x ``crop`` takes the (negative) number of positions to drop, not the length to keep.
+``speculative_greedy_batched`` verifies B requests in one target forward per round (the serving
+scenario under load); its batched cache cannot be cropped per row, so rejected slots are masked.
 """
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
 import torch
 
@@ -151,6 +153,182 @@ def _speculative_greedy(target, prompt, n, draft, gamma, sync, stamps):
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+# ---------------------------------------------------------------- batched verification (the serving scenario)
+
+@dataclass
+class BatchedSpec:
+    """What ``speculative_greedy_batched`` returns: each row's tokens and acceptance accounting,
+    and the KV cache as it ended: its bytes (the whole (B, L) rectangle) and which slots hold a
+    token of their row's context."""
+
+    tokens: list[list[int]]
+    stats: list[SpecStats]
+    kv_bytes: int  # K and V of every slot, measured from the cache's tensors
+    kv_mask: torch.Tensor  # (B, L) 1 where a slot holds a context token; 0 for pads, rejected guesses, finished rows
+
+    @property
+    def kv_used_fraction(self) -> float:
+        return float(self.kv_mask.float().mean())
+
+
+@dataclass
+class _Row:
+    """One request of a batched decode: its context (prompt + emitted), its draft and its stamps."""
+
+    prompt_len: int
+    n: int
+    draft: DraftSource
+    context: list[int]
+    stamps: list[float]
+    stats: SpecStats = field(default_factory=SpecStats)
+
+    @property
+    def left(self) -> int:
+        return self.n - (len(self.context) - self.prompt_len)
+
+
+def left_pad(prompts: list[list[int]], pad_id: int,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, W) ids and attention mask, each prompt right-aligned so every row's last token is in the
+    last column (W = the longest prompt)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p):] = torch.tensor(p, device=device)
+        mask[b, width - len(p):] = 1
+    return ids, mask
+
+
+def speculative_greedy_batched(target: torch.nn.Module, prompts: list[list[int]], ns: list[int],
+                               drafts: list[DraftSource], gamma: int = 4, pad_id: int = 0,
+                               sync: Callable[[], None] = lambda: None,
+                               stamps: list[list[float]] | None = None) -> BatchedSpec:
+    """``ns[b]`` greedy tokens of ``target`` after ``prompts[b]`` for B requests at once, each equal
+    to ``speculative_greedy``'s (so to plain greedy decoding's). One prefill over the left-padded
+    prompts (attention mask, explicit position ids); then rounds: every unfinished row's draft
+    proposes ``k_b = min(gamma, left_b - 1)`` tokens and the target verifies all rows in ONE forward
+    over (B, 1 + G) tokens (G the longest proposal; shorter rows padded) with a 2-D mask over the
+    whole cache and per-row position ids; each row keeps its longest matching prefix plus the
+    target's next token. Drafting is per row (``drafts[b]`` is row b's own: model and self drafts
+    carry a KV cache), verification is batched. With ``stamps`` (one list per row) it appends when
+    each token became available."""
+    if not prompts or not len(prompts) == len(ns) == len(drafts):
+        raise ValueError(f"{len(prompts)} prompts, {len(ns)} lengths and {len(drafts)} drafts: pass one of each per "
+                         "request (a draft instance per row: model and self drafts are stateful)")
+    if gamma < 1:
+        raise ValueError(f"gamma={gamma} is draft tokens per round; it must be >= 1 (4 is typical)")
+    if min(ns) < 1 or min(len(p) for p in prompts) < 1:
+        raise ValueError(f"every request needs a prompt of >= 1 token and n >= 1 tokens to generate (n = {ns})")
+    if stamps is not None and len(stamps) != len(prompts):
+        raise ValueError(f"{len(stamps)} stamp lists for {len(prompts)} requests: pass one list per request")
+    with torch.inference_mode():
+        return _speculative_greedy_batched(target, prompts, ns, drafts, gamma, pad_id, sync, stamps)
+
+
+def _speculative_greedy_batched(target, prompts, ns, drafts, gamma, pad_id, sync, stamps):
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=target.config)
+    if any(cache.is_sliding):
+        raise ValueError("batched verification masks one full cache per row; this model has sliding-window layers "
+                         "(their cache drops slots): serve it one request at a time (batching: sequential)")
+    ids, mask = left_pad(prompts, pad_id, next(target.parameters()).device)  # (B, W) each
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # each row counts from its first real token; pads at 0, masked
+    out = target(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                 logits_to_keep=1)
+    first = _greedy_tokens(out.logits, range(len(prompts)))  # B × [1]
+    rows = [_Row(len(p), n, d, list(p) + f, s) for p, n, d, f, s in
+            zip(prompts, ns, drafts, first, stamps or [[] for _ in prompts])]
+    sync()
+    t0 = time.perf_counter()
+    for row in rows:
+        row.stamps.append(t0)
+        row.draft.reset(row.context[:row.prompt_len])
+    while any(row.left > 0 for row in rows):
+        mask = _verify_round(target, cache, rows, mask, gamma, pad_id, sync)
+    kv_bytes = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    return BatchedSpec([row.context[row.prompt_len:] for row in rows], [row.stats for row in rows], kv_bytes, mask)
+
+
+def _verify_round(target, cache, rows: list[_Row], mask: torch.Tensor, gamma: int, pad_id: int,
+                  sync: Callable[[], None]) -> torch.Tensor:
+    """One round: each live row proposes, the target verifies every row in one forward, each live
+    row accepts; returns the cache's mask grown by the round's 1 + G slots. A batched DynamicCache
+    cannot be cropped per row, so a row's rejected guesses and pads stay in the cache, masked out
+    (0) from here on (reserved but unused KV); a finished row's new slots are all masked."""
+    guesses = {b: _propose(row, gamma, sync) for b, row in enumerate(rows) if row.left > 0}
+    ids, step = _round_inputs(rows, guesses, pad_id, mask.device)  # (B, 1 + G) each
+    positions = mask.sum(-1, keepdim=True) + torch.arange(ids.shape[1], device=mask.device)  # (B, 1 + G)
+    mask = torch.cat([mask, step], dim=1)  # (B, L + 1 + G): the whole cache after this forward
+    start = mask.shape[1] - ids.shape[1]
+    t2 = time.perf_counter()
+    logits = target(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True).logits
+    best = _greedy_tokens(logits, list(guesses))  # B × (1 + G)
+    sync()
+    t3 = time.perf_counter()
+    for b, guess in guesses.items():
+        a = _common_prefix(guess, best[b])
+        mask[b, start + 1 + a:] = 0  # the rejected guesses (and pads) stay in the cache, masked out
+        _accept(rows[b], guess, a, best[b][a], (t3 - t2) * 1e3, t3, sync)
+    return mask
+
+
+def _propose(row: _Row, gamma: int, sync: Callable[[], None]) -> list[int]:
+    k = min(gamma, row.left - 1)
+    t1 = time.perf_counter()
+    guess = list(row.draft.propose(row.context, k))[:k] if k else []
+    sync()
+    row.stats.draft_ms += (time.perf_counter() - t1) * 1e3
+    return guess
+
+
+def _round_inputs(rows: list[_Row], guesses: dict[int, list[int]], pad_id: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1 + G) ids and mask of one round: each live row's last token and its guesses, then pads;
+    a finished row is all pads (mask 0)."""
+    width = 1 + max(len(g) for g in guesses.values())
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    step = torch.zeros_like(ids)
+    for b, guess in guesses.items():
+        seq = rows[b].context[-1:] + guess
+        ids[b, :len(seq)] = torch.tensor(seq, device=device)
+        step[b, :len(seq)] = 1
+    return ids, step
+
+
+def _accept(row: _Row, guess: list[int], a: int, bonus: int, target_ms: float, t: float,
+            sync: Callable[[], None]) -> None:
+    """Row bookkeeping after verification: ``a`` guesses kept plus the target's token; the round's
+    shared verification time counts in full for each row (each waited for it)."""
+    row.context += guess[:a] + [bonus]
+    t1 = time.perf_counter()
+    row.draft.accept(row.context)
+    sync()
+    s = row.stats
+    s.draft_ms += (time.perf_counter() - t1) * 1e3
+    s.target_ms += target_ms
+    s.rounds += 1
+    s.proposed += len(guess)
+    s.accepted += a
+    s.accepted_per_round.append(a)
+    row.stamps.extend([t] * (a + 1))
+
+
+def _greedy_tokens(logits: torch.Tensor, live: Iterable[int]) -> list[list[int]]:
+    """Argmax of (B, L, V) logits as B × L ids, refusing non-finite logits in the rows read: the
+    argmax of a NaN row is the NaN's index, silently (and a fully masked attention row gone NaN
+    would poison every later position through the cache)."""
+    top = logits.max(-1)  # the first maximal index, as argmax
+    finite = torch.isfinite(top.values).all(-1).tolist()  # (B,)
+    bad = [b for b in live if not finite[b]]
+    if bad:
+        raise FloatingPointError(f"non-finite logits in rows {bad} of a batched forward: an attention backend gave "
+                                 "NaN for a fully masked (left-padding) row; serve with attn_implementation "
+                                 "'sdpa' or 'eager', which return finite values there")
+    return top.indices.tolist()
 
 
 class _CachedDraft:

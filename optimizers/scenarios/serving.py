@@ -12,6 +12,12 @@ Engines, chosen by the runtime settings the steps accumulate (``batching``):
   (``ContinuousBatchingManager``), with page size, block count, max batch tokens (chunked
   prefill) and prefix sharing from the settings.
 
+A ``speculative`` setting (draft-and-verify, ``optimizers.decoding.speculative``) changes how the
+sequential and static engines decode: one request at a time through the lean draft-and-verify
+loop, or static batches verified in one target forward per round (batched verification). The
+continuous scheduler decodes one token per request per step and has no verify path: it serves
+without the draft, and says so.
+
 Every engine admits at most ``max_concurrency`` requests at once (a server-side queue); latency
 is counted from the request's arrival in the trace, so queueing is part of it. Requests stop at
 their stated output length, never at EOS (like ``--ignore-eos`` in vLLM's benchmark), so every
@@ -21,10 +27,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
+from optimizers.decoding.speculative import SpecStats, left_pad, speculative_greedy, speculative_greedy_batched
 from optimizers.scenarios.trace import Request, TraceConfig, make_trace  # noqa: F401  (the trace this serves)
 
 
@@ -47,6 +54,7 @@ class ServingResult:
     kv_used_bytes: float  # at that moment: bytes of those holding tokens
     kv_pool_bytes: float = 0.0  # what the engine allocated for KV up front (the paged pool); 0 when it grows
     notes: list[str] = field(default_factory=list)
+    spec: list[SpecStats] = field(default_factory=list)  # per request, in trace order, when a draft speculated
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -79,6 +87,8 @@ def figures(result: ServingResult, reference: list[list[int]] | None) -> dict[st
         out |= {"tpot_ms_p50": percentile(tpot, 50), "tpot_ms_p95": percentile(tpot, 95)}
     if result.kv_pool_bytes:
         out["kv_cache_pool_bytes"] = result.kv_pool_bytes
+    if result.spec:
+        out |= acceptance(result.spec)
     if reference is not None:
         out |= exactness([s.tokens for s in result.served], reference)
     return out
@@ -95,6 +105,14 @@ def exactness(outputs: list[list[int]], reference: list[list[int]]) -> dict[str,
         agree = next((i for i, (a, b) in enumerate(zip(out, ref)) if a != b), min(len(out), len(ref)))
         prefix += agree / max(len(ref), 1)
     return {"output_exact_fraction": exact / len(reference), "output_prefix_agreement": prefix / len(reference)}
+
+
+def acceptance(stats: list[SpecStats]) -> dict[str, float]:
+    """α and the mean accepted length over every request's rounds (pooled counts, as one long
+    decode would report them: accepted ÷ proposed, emitted ÷ rounds)."""
+    pooled = SpecStats(proposed=sum(s.proposed for s in stats), accepted=sum(s.accepted for s in stats),
+                       rounds=sum(s.rounds for s in stats))
+    return {"spec_acceptance_rate": pooled.acceptance_rate, "spec_mean_accepted_length": pooled.mean_accepted_length}
 
 
 def kv_bytes_per_token(model: torch.nn.Module) -> int:
@@ -137,6 +155,16 @@ def _wait_until(t: float) -> None:
         time.sleep(dt)
 
 
+def _static_batches(trace: list[Request], limit: int, t0: float) -> Iterator[list[Request]]:
+    """Batches of up to ``limit`` requests in arrival order, each yielded once its last member has
+    arrived (and, the caller serving them in turn, the previous batch is done)."""
+    order = sorted(trace, key=lambda r: (r.arrival_s, r.index))
+    for b in range(0, len(order), limit):
+        batch = order[b : b + limit]
+        _wait_until(t0 + max(r.arrival_s for r in batch))
+        yield batch
+
+
 @torch.inference_mode()
 def serve_sequential(model: torch.nn.Module, trace: list[Request], sync: Callable[[], None],
                      speculative: dict[str, Any] | None = None) -> ServingResult:
@@ -144,14 +172,16 @@ def serve_sequential(model: torch.nn.Module, trace: list[Request], sync: Callabl
     ``speculative`` setting, through the lean draft-and-verify loop instead (same tokens)."""
     from optimizers.measure import greedy_decode
 
-    def decode(prompt: torch.Tensor, n: int, stamps: list[float]) -> torch.Tensor:
+    stats: dict[int, SpecStats] = {}
+
+    def decode(prompt: torch.Tensor, n: int, stamps: list[float], index: int) -> torch.Tensor:
         if speculative is None:
             return greedy_decode(model, prompt, n, sync=sync, stamps=stamps)[0]
-        from optimizers.decoding.speculative import speculative_greedy
         from optimizers.techniques.speculative_decoding import draft_source
 
         draft = draft_source(model, speculative)
-        return speculative_greedy(model, prompt, n, draft, speculative["gamma"], sync, stamps)[0]
+        tokens, stats[index], _ = speculative_greedy(model, prompt, n, draft, speculative["gamma"], sync, stamps)
+        return tokens
 
     served: dict[int, Served] = {}
     bpt = kv_bytes_per_token(model)
@@ -160,16 +190,17 @@ def serve_sequential(model: torch.nn.Module, trace: list[Request], sync: Callabl
     for req in sorted(trace, key=lambda r: (r.arrival_s, r.index)):
         _wait_until(t0 + req.arrival_s)
         stamps: list[float] = []
-        tokens = decode(torch.tensor([req.prompt]), req.output_tokens, stamps)
+        tokens = decode(torch.tensor([req.prompt]), req.output_tokens, stamps, req.index)
         served[req.index] = Served(tokens[0].tolist(), t0 + req.arrival_s, stamps)
         reserved = max(reserved, (len(req.prompt) + req.output_tokens) * bpt)  # the static cache is sized exactly
     makespan = time.perf_counter() - t0
     how = ("the lean greedy loop over a static KV cache sized to prompt + output, so every reserved byte holds a "
            "token" if speculative is None else
-           f"speculative decoding ({speculative['source']} draft, γ = {speculative['gamma']}): batched verification is "
-           "not built, so a speculative step serves one request at a time; KV counted as the target's tokens")
+           f"the lean draft-and-verify loop ({speculative['source']} draft, γ = {speculative['gamma']}); KV counted "
+           "as the target's tokens (rejected guesses are cropped)")
     return ServingResult([served[i] for i in range(len(trace))], makespan, reserved, reserved,
-                         notes=[f"one request at a time through {how}; the queue is the cost"])
+                         notes=[f"one request at a time through {how}; the queue is the cost"],
+                         spec=[stats[i] for i in range(len(trace))] if speculative is not None else [])
 
 
 class _StepClock:
@@ -196,19 +227,12 @@ def serve_static(model: torch.nn.Module, trace: list[Request], limit: int, pad_i
     batch starts when its last member has arrived and the previous batch is done, and runs until
     its longest output is complete (finished rows keep decoding as padding)."""
     bpt = kv_bytes_per_token(model)
-    order = sorted(trace, key=lambda r: (r.arrival_s, r.index))
     served: dict[int, Served] = {}
     peak_reserved = peak_used = 0
     t0 = time.perf_counter()
-    for b in range(0, len(order), limit):
-        batch = order[b : b + limit]
-        _wait_until(t0 + max(r.arrival_s for r in batch))
-        width = max(len(r.prompt) for r in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, r in enumerate(batch):  # left padding: every row's last prompt token is at the same column
-            ids[row, width - len(r.prompt):] = torch.tensor(r.prompt)
-            mask[row, width - len(r.prompt):] = 1
+    for batch in _static_batches(trace, limit, t0):
+        ids, mask = left_pad([r.prompt for r in batch], pad_id)  # every row's last prompt token in the last column
+        width = ids.shape[1]
         n = max(r.output_tokens for r in batch)
         clock = _StepClock(sync)
         out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
@@ -224,6 +248,40 @@ def serve_static(model: torch.nn.Module, trace: list[Request], limit: int, pad_i
     return ServingResult([served[i] for i in range(len(trace))], makespan, peak_reserved, peak_used,
                          notes=[f"static batches of {limit}: each runs to its longest output, and the KV cache holds "
                                 "the padded rectangle (computed from the batch's shapes)"])
+
+
+@torch.inference_mode()
+def serve_static_speculative(model: torch.nn.Module, trace: list[Request], limit: int, pad_id: int,
+                             sync: Callable[[], None], speculative: dict[str, Any]) -> ServingResult:
+    """Static batches as ``serve_static`` (up to ``limit`` requests in arrival order, a batch starts
+    when its last member has arrived and the previous one is done), each decoded by batched
+    draft-and-verify: drafts propose per request, the target verifies the whole batch in one
+    forward per round. A finished row stops advancing (its new slots masked) until the batch is done."""
+    from optimizers.techniques.speculative_decoding import draft_source
+
+    served: dict[int, Served] = {}
+    stats: dict[int, SpecStats] = {}
+    peak_reserved = peak_used = 0.0
+    t0 = time.perf_counter()
+    for batch in _static_batches(trace, limit, t0):
+        stamps: list[list[float]] = [[] for _ in batch]
+        drafts = [draft_source(model, speculative) for _ in batch]  # one per row: model and self drafts hold a cache
+        out = speculative_greedy_batched(model, [r.prompt for r in batch], [r.output_tokens for r in batch], drafts,
+                                         speculative["gamma"], pad_id, sync, stamps)
+        for r, tokens, st, row_stamps in zip(batch, out.tokens, out.stats, stamps):
+            served[r.index] = Served(tokens, t0 + r.arrival_s, row_stamps)
+            stats[r.index] = st
+        if out.kv_bytes > peak_reserved:  # the batch's cache at its end: its largest
+            peak_reserved, peak_used = float(out.kv_bytes), out.kv_bytes * out.kv_used_fraction
+    makespan = time.perf_counter() - t0
+    order_ids = range(len(trace))
+    return ServingResult([served[i] for i in order_ids], makespan, peak_reserved, peak_used,
+                         spec=[stats[i] for i in order_ids],
+                         notes=[f"static batches of {limit} with batched verification ({speculative['source']} "
+                                f"draft, γ = {speculative['gamma']}): drafting per request (a draft instance each), "
+                                "one target forward per round over the batch; rejected guesses, pads and finished "
+                                "rows' slots stay in the batch's cache, masked, so they count as reserved but unused "
+                                "KV (measured from the cache's tensors and mask)"])
 
 
 @dataclass(frozen=True)
@@ -335,22 +393,32 @@ ENGINES = ("sequential", "static", "continuous")
 
 
 def serve(workload: Any, trace: list[Request], cfg: TraceConfig, settings: dict[str, Any]) -> ServingResult:
-    """Serve ``trace`` with the engine the settings name (``batching``; default sequential)."""
+    """Serve ``trace`` with the engine the settings name (``batching``; default sequential), decoding
+    by draft-and-verify where a ``speculative`` setting is on (sequential: one request at a time;
+    static: batched verification)."""
     engine = settings.get("batching", "sequential")
     model = workload.model.eval()
     sync = torch.cuda.synchronize if workload.device.startswith("cuda") else (lambda: None)
+    spec = settings.get("speculative")
     if engine == "sequential":
-        spec = settings.get("speculative")
         serve_sequential(model, trace[:1], sync, spec)  # warm-up: first-call costs, untimed
         return serve_sequential(model, trace, sync, spec)
     if engine == "static":
         pad = workload.tokenizer.pad_token_id if workload.tokenizer is not None else None
         pad = pad if pad is not None else 0
+        if spec:
+            serve_static_speculative(model, trace[:1], 1, pad, sync, spec)
+            return serve_static_speculative(model, trace, cfg.max_concurrency, pad, sync, spec)
         serve_static(model, trace[:1], 1, pad, sync)
         return serve_static(model, trace, cfg.max_concurrency, pad, sync)
     if engine == "continuous":
         warm = list(range(3, 19))  # a synthetic prompt: it can seed no prefix of the trace
-        return serve_continuous(model, trace, cfg.max_concurrency, PagedSettings.from_settings(settings), warm)
+        result = serve_continuous(model, trace, cfg.max_concurrency, PagedSettings.from_settings(settings), warm)
+        if spec:
+            result.notes.append("the speculative setting is not applied here: transformers' continuous batching "
+                                "decodes one token per request per step (no verify path); speculative_decoding after "
+                                "this step serves static batches with batched verification")
+        return result
     raise ValueError(f"batching={engine!r} is not a serving engine; choose one of {', '.join(ENGINES)}")
 
 

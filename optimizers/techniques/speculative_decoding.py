@@ -7,7 +7,9 @@ tokenizer (``source: model``), n-gram prompt lookup (``prompt_lookup``), and the
 first layers with its LM head (``self``). The target is unchanged (shared, not copied); the step
 returns a ``speculative`` setting the inference scenario applies, and the measurement stores the
 acceptance rate α, the mean accepted length, the cost ratio c of a draft token to a target round,
-and the measured speed-up beside the analytical (1 − α^(γ+1)) / ((1 − α)(γc + 1))."""
+and the measured speed-up beside the analytical (1 − α^(γ+1)) / ((1 − α)(γc + 1)). In the serving
+scenario the step serves the trace under load: static batches of ``max_concurrency`` with batched
+verification (``speculative_greedy_batched``), α and the mean accepted length pooled over requests."""
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -118,6 +120,7 @@ class SpeculativeDecoding(Technique):
                  "decode timed through the lean draft-and-verify loop and, in the same measurement, through the lean "
                  "greedy loop the baseline uses; speed-up, α, mean accepted length and c are measured, the analytical "
                  "speed-up computed from them"]
-        # in the serving scenario: one request at a time through this loop (batched verification is not built)
-        return StepRecord(workload, settings={"speculative": setting, "batching": "sequential"}, notes=notes,
+        # serving: static batches verified in one forward per round (transformers' continuous scheduler has no
+        # verify path); the inference scenario reads only ``speculative``
+        return StepRecord(workload, settings={"speculative": setting, "batching": "static"}, notes=notes,
                           diagnostics={"spec_gamma": float(config.gamma)})

@@ -17,13 +17,7 @@ N = 12  # tokens generated per run: enough for several rounds at gamma 5, cheap 
 GAMMAS = (1, 3, 5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a busy 2-core machine run ~10x faster on one thread than contending for two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models run faster on one thread
 
 
 @pytest.fixture(scope="module")

@@ -119,3 +119,60 @@ def test_an_unknown_engine_is_refused():
     cfg = TraceConfig(requests=1, prompt_tokens=(8, 8), output_tokens=(2, 2))
     with pytest.raises(ValueError, match="batching='warp' is not a serving engine"):
         serve(wl, make_trace(wl.eval.token_ids, cfg), cfg, {"batching": "warp"})
+
+
+def _spec_settings(wl, source: str) -> dict:
+    spec = {"source": source, "gamma": 3, "ngram_max": 3, "layers": 1}
+    if source == "model":
+        spec["draft"] = load_workload("ref-lm-draft").model
+    return spec
+
+
+@pytest.mark.parametrize("workload,source", [("tiny-llama", "prompt_lookup"), ("tiny-llama", "self"),
+                                             ("ref-lm", "prompt_lookup"), ("ref-lm", "model")])
+def test_static_batches_with_batched_verification_serve_the_baselines_outputs(workload, source):
+    """Static batches + a speculative setting: the batched draft-and-verify engine. Its outputs are
+    the one-at-a-time greedy outputs, its per-request acceptance is the one-request loop's (the
+    same proposals from the same contexts), pooled into α and the mean accepted length."""
+    wl = load_workload(workload)
+    cfg = TraceConfig(requests=5, max_concurrency=3, prompt_tokens=(20, 48), output_tokens=(3, 10), seed=7)
+    trace = make_trace(wl.eval.token_ids, cfg)
+    ref = [s.tokens for s in serve(wl, trace, cfg, {}).served]
+    spec = _spec_settings(wl, source)
+    alone = serve(wl, trace, cfg, {"speculative": spec})  # one request at a time through the same drafts
+    out = serve(wl, trace, cfg, {"batching": "static", "speculative": spec})
+    f = figures(out, ref)
+    assert f["output_exact_fraction"] == 1.0 and figures(alone, ref)["output_exact_fraction"] == 1.0
+    assert [s.accepted_per_round for s in out.spec] == [s.accepted_per_round for s in alone.spec]
+    proposed, accepted, rounds = (sum(getattr(s, k) for s in out.spec) for k in ("proposed", "accepted", "rounds"))
+    assert f["spec_acceptance_rate"] == pytest.approx(accepted / proposed if proposed else 0.0)
+    assert f["spec_mean_accepted_length"] == pytest.approx((accepted + rounds) / rounds)
+    for k in ("spec_acceptance_rate", "spec_mean_accepted_length"):
+        assert f[k] == figures(alone, ref)[k], k
+    assert 0 < out.kv_used_bytes <= out.kv_reserved_bytes
+    assert all(len(s.stamps) == len(s.tokens) and s.stamps == sorted(s.stamps) for s in out.served)
+    assert all(s.stamps[0] >= s.arrival for s in out.served)
+    assert any("batched verification" in n for n in out.notes)
+
+
+def test_batched_verification_counts_rejected_slots_as_reserved_kv():
+    """The batch's cache is the (B, L) rectangle of K/V: prompt pads, rejected guesses and finished
+    rows' slots are reserved but hold no token, so used < reserved; used is each request's prompt and
+    output but the last token (never fed back)."""
+    wl = load_workload("tiny-llama")
+    cfg = TraceConfig(requests=4, max_concurrency=4, prompt_tokens=(10, 40), output_tokens=(2, 12), seed=2)
+    trace = make_trace(wl.eval.token_ids, cfg)
+    out = serve(wl, trace, cfg, {"batching": "static", "speculative": _spec_settings(wl, "self")})
+    bpt = kv_bytes_per_token(wl.model)
+    assert out.kv_used_bytes == pytest.approx(sum(len(r.prompt) + r.output_tokens - 1 for r in trace) * bpt)
+    slots = out.kv_reserved_bytes / (4 * bpt)  # 4 rows × L slots
+    assert slots == int(slots) >= max(len(r.prompt) for r in trace) + max(r.output_tokens for r in trace) - 1
+    assert out.kv_used_bytes < out.kv_reserved_bytes
+
+
+def test_continuous_batching_says_it_does_not_speculate():
+    wl = load_workload("tiny-llama")
+    cfg = TraceConfig(requests=2, max_concurrency=2, prompt_tokens=(8, 12), output_tokens=(2, 4), seed=1)
+    trace = make_trace(wl.eval.token_ids, cfg)
+    out = serve(wl, trace, cfg, {"batching": "continuous", "speculative": _spec_settings(wl, "prompt_lookup")})
+    assert not out.spec and any("speculative setting is not applied" in n for n in out.notes)

@@ -56,3 +56,12 @@ def test_each_source_is_lossless_and_measured_against_the_lean_loop(params):
     if params["source"] == "model":
         draft = rec.settings["speculative"]["draft"]
         assert m["assistant_stored_bytes"] == sum(t.numel() * 4 for t in draft.state_dict().values())
+
+
+def test_the_setting_serves_static_batches_with_batched_verification():
+    """In the serving scenario the step's settings pick the batched draft-and-verify engine
+    (static batches, one verification forward per round); the inference scenario reads only
+    ``speculative``."""
+    rec = T.apply(tiny_llama.load(), T.config({"source": "prompt_lookup", "gamma": 2}))
+    assert rec.settings["batching"] == "static"
+    assert rec.settings["speculative"] == {"source": "prompt_lookup", "gamma": 2, "ngram_max": 3}
