@@ -34,15 +34,44 @@ SERVING_GOALS = ("serve", "edge")
 def _asked(c: dict) -> tuple[str, ...]:
     """The sequence figures this goal's estimate uses for this model: a served LLM's context and
     concurrency (its KV cache), a trained transformer's sequence length; none for a CNN."""
-    try:
-        kind = specs.get_model(c["model"]).kind
-    except ValueError:
-        return ("context_length", "concurrency")
+    if isinstance(c["model"], dict):  # described by its shapes: a decoder LLM
+        kind = "llm"
+    else:
+        try:
+            kind = specs.get_model(c["model"]).kind
+        except ValueError:
+            return ("context_length", "concurrency")
     if kind == "cnn":
         return ()
     if c["goal"] in SERVING_GOALS:
         return ("context_length", "concurrency") if kind == "llm" else ()
     return ("context_length",)
+
+
+CUSTOM_DEFAULTS = {"family": "llama", "params_b": 7.0, "layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 8,
+                   "vocab": 128_256, "context": 8192}
+
+
+def custom_model(current: dict) -> dict:
+    """A model not in the table, by the shapes the estimator needs; refused here, naming the
+    field, when they cannot be a transformer (hidden not a multiple of heads…)."""
+    m = {**CUSTOM_DEFAULTS, **current}
+    cols = st.columns(4)
+    m["family"] = cols[0].text_input("Family", m["family"], key="g_c_family", help="architecture family, e.g. llama").strip()
+    m["params_b"] = float(cols[1].number_input("Parameters (billions)", 0.001, 10_000.0, float(m["params_b"]), key="g_c_params"))
+    m["layers"] = int(cols[2].number_input("Layers", 1, 1_000, int(m["layers"]), key="g_c_layers"))
+    m["hidden"] = int(cols[3].number_input("Hidden size", 1, 1_000_000, int(m["hidden"]), key="g_c_hidden"))
+    m["heads"] = int(cols[0].number_input("Attention heads", 1, 10_000, int(m["heads"]), key="g_c_heads"))
+    m["kv_heads"] = int(cols[1].number_input("K/V heads (GQA)", 1, 10_000, int(m["kv_heads"]), key="g_c_kv"))
+    m["vocab"] = int(cols[2].number_input("Vocabulary", 1, 10_000_000, int(m["vocab"]), key="g_c_vocab"))
+    m["context"] = int(cols[3].number_input("Max context (tokens)", 1, 100_000_000, int(m["context"]), key="g_c_ctx"))
+    try:
+        C.CustomModel(**m)
+    except ValueError as err:
+        st.error(f"These shapes cannot be a transformer: {user_error(err)}")
+    else:
+        st.caption("Estimated from these shapes: the parameter count is yours, the KV cache follows layers × K/V heads.")
+    return m
 
 
 def _choice(label: str, key: str, options: list[str], **kw) -> None:
@@ -53,9 +82,15 @@ if step == 0:
     _choice("What do you do with the model?", "goal", list(typing.get_args(C.Goal)),
             help="pretrain / finetune: training memory and speed; serve: inference at scale; edge: on-device")
 elif step == 1:
-    names = specs.model_names()
-    c["model"] = st.selectbox("Model", names, index=names.index(c["model"]) if c["model"] in names else 0, key="g_model")
-    st.caption("Configs from the models' published config files; parameter counts are computed from them.")
+    how = st.radio("Your model", ["From the table", "Describe its shapes"], horizontal=True, key="g_model_how",
+                   index=1 if isinstance(c["model"], dict) else 0)
+    if how == "From the table":
+        names = specs.model_names()
+        current = c["model"] if isinstance(c["model"], str) else None
+        c["model"] = st.selectbox("Model", names, index=names.index(current) if current in names else 0, key="g_model")
+        st.caption("Configs from the models' published config files; parameter counts are computed from them.")
+    else:
+        c["model"] = custom_model(c["model"] if isinstance(c["model"], dict) else {})
 elif step == 2:
     hw = specs.hardware_names()
     c["gpu"] = st.selectbox("Hardware", hw, index=hw.index(c["gpu"]), key="g_gpu")

@@ -50,6 +50,22 @@ def test_guide_tune_this_hands_the_playbook_to_the_search_page(page):
     assert any(t.label.endswith("values to try") for t in at.text_input) or at.dataframe  # mark parameters, or its space
 
 
+def test_guide_takes_a_custom_model_by_its_shapes_and_names_a_bad_field(page):
+    at = page("guide.py")
+    next(b for b in at.button if b.label == "Next").click().run()
+    at.radio(key="g_model_how").set_value("Describe its shapes").run()
+    at.number_input(key="g_c_heads").set_value(30).run()  # 4096 is not a multiple of 30
+    assert any("hidden=4096 must be a multiple of heads=30" in e.value.replace("\\", "") for e in at.error)
+    at.number_input(key="g_c_heads").set_value(32).run()
+    at.number_input(key="g_c_params").set_value(3.0).run()
+    assert not at.error
+    for _ in range(2):
+        next(b for b in at.button if b.label == "Next").click().run()
+    next(b for b in at.button if b.label == "Recommend").click().run()
+    assert not at.exception and not at.error
+    assert at.subheader and at.subheader[0].value.startswith("1. ")
+
+
 def test_guide_cpu_edge_recommendation(page):
     at = page("guide.py")
     at.radio[0].set_value("edge").run()
