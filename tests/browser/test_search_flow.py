@@ -17,8 +17,12 @@ def test_a_search_from_the_browser(app_server, browser):
     page = ctx.new_page()
     page.set_default_timeout(60_000)
     page.goto(URL + "/search")
-    _idle(page)
-    page.get_by_text("Searchable parameters").wait_for()  # the playbook's space, as a table
+    _idle(page, timeout=180_000)  # a fresh server under the whole suite's load: its first page can be slow
+    try:
+        page.get_by_text("Searchable parameters").wait_for(timeout=180_000)  # the playbook's space, as a table
+    except Exception:
+        _shot(page, "20-search-not-ready")  # what the page showed instead, for the CI log's reader
+        raise
     workload = page.get_by_label("Workload")
     workload.click()
     page.get_by_role("option", name="tiny-llama", exact=True).click()
